@@ -1,0 +1,176 @@
+//! The `npt::format::Layout` and `npt::flush::FlushSpec` constants and the
+//! `npt::Format` impl.
+
+use super::registers::slots;
+use crate::encode::{governed_bits, row_bits};
+use crate::model::{Format, Kind, Operand, Pred, Recipe};
+use crate::vocab;
+use proc_macro2::{Ident, Span, TokenStream};
+use quote::quote;
+
+fn pred(f: &Format, p: &Pred) -> TokenStream {
+    let mask = f.pred_mask(p).unwrap_or(0);
+    match p {
+        Pred::Always(_) => quote!(::npt::format::Pred::Always),
+        Pred::Any(..) => quote!(::npt::format::Pred::Any(#mask)),
+        Pred::All(..) => quote!(::npt::format::Pred::All(#mask)),
+        Pred::None(..) => quote!(::npt::format::Pred::None(#mask)),
+    }
+}
+
+fn kind(f: &Format, k: &Kind) -> TokenStream {
+    let is = pred(f, &k.is);
+    let set = f.assigns_bits(&k.set).map(|(_, v)| v).unwrap_or(0);
+    quote!(::npt::format::DescriptorKind { is: #is, set: #set })
+}
+
+fn recipe(f: &Format, r: &Recipe) -> TokenStream {
+    let names = slots(f);
+    let slot = |n: &str| names.iter().position(|s| s == n).unwrap_or(0) as u8;
+    let steps = |list: &[crate::model::Step]| {
+        let items = list.iter().map(|s| {
+            let variant = vocab::instruction(&s.instr.to_string()).map(|(_, v)| v).unwrap_or("Isb");
+            let variant = Ident::new(variant, s.instr.span());
+            let ops = s.operands.iter().map(|o| match o {
+                Operand::Zero(_) => quote!(::npt::flush::Operand::Zero),
+                Operand::Gpa(shift, _) => quote!(::npt::flush::Operand::Gpa(#shift)),
+                Operand::Name(id) => {
+                    let i = slot(&id.to_string());
+                    quote!(::npt::flush::Operand::Slot(#i))
+                }
+            });
+            quote!(::npt::flush::Step { instr: ::npt::flush::Instr::#variant, operands: &[#(#ops),*] })
+        });
+        quote!(&[#(#items),*])
+    };
+    let current = match &r.current {
+        Some(c) => {
+            let v = Ident::new(
+                vocab::context_register(&c.to_string()).unwrap_or("VttbrEl2"),
+                c.span(),
+            );
+            let i = slot(&c.to_string());
+            quote!(::core::option::Option::Some((::npt::flush::ContextRegister::#v, #i)))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let before = steps(&r.before);
+    let each = steps(&r.each);
+    let after = steps(&r.after);
+    quote!(::npt::flush::Recipe { current: #current, before: #before, each: #each, after: #after })
+}
+
+pub fn generate(f: &Format) -> TokenStream {
+    let name = &f.name;
+    let name_str = name.to_string();
+    let entry = &f.entry;
+    let params_ty = &f.params_ty;
+    let g = &f.geometry;
+    let granule_shift = g.granule.value.trailing_zeros();
+    let input_bits = g.input_bits.value as u32;
+    let output_bits = g.output_bits.value as u32;
+    let root_tables = g.root_tables.value as usize;
+    let root_align = g.root_align.value as usize;
+    let levels = g.levels.iter().map(|l| {
+        let n = l.name.to_string();
+        let number = l.number.value as u8;
+        let shift = l.index.lo;
+        let bits = l.index.width();
+        let leaf = l.leaf.is_some();
+        quote!(::npt::format::Level { name: #n, number: #number, shift: #shift, index_bits: #bits, leaf: #leaf })
+    });
+    let d = &f.descriptors;
+    let present = pred(f, &d.present);
+    let table = kind(f, &d.table);
+    let block = match &d.block {
+        Some(b) => {
+            let k = kind(f, b);
+            quote!(::core::option::Option::Some(#k))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let page = kind(f, &d.page);
+    let alo = f.address.bits.lo;
+    let awidth = f.address.bits.width();
+    let pa_shift = f.address.pa_low_bit.value as u32;
+    let ignored = f.ignored_bits();
+
+    let leaf_attrs = (0..64usize).map(|combo| match f.encode_combo(combo) {
+        Some(Ok((_, v))) => quote!(::core::result::Result::Ok(#v)),
+        Some(Err(crate::encode::Illegal::Forbidden(i))) => {
+            let reason = f.permissions.forbids[i].reason.value();
+            quote!(::core::result::Result::Err(::npt::format::Illegal { reason: #reason }))
+        }
+        Some(Err(crate::encode::Illegal::NoRow(i))) => {
+            let m = &f.permissions.mappings[i];
+            let names: Vec<&str> = m.governs.iter().map(|g| g.value.name()).collect();
+            let reason = format!(
+                "{name_str} has no encoding for this combination of {}",
+                names.join(", ")
+            );
+            quote!(::core::result::Result::Err(::npt::format::Illegal { reason: #reason }))
+        }
+        None => quote!(::core::result::Result::Err(::npt::format::Illegal {
+            reason: "unencodable"
+        })),
+    });
+    let attr_mask = f
+        .permissions
+        .mappings
+        .iter()
+        .filter_map(|m| f.mapping_mask(m))
+        .fold(0u64, |a, b| a | b);
+    let decode = f.permissions.mappings.iter().map(|m| {
+        let mask = f.mapping_mask(m).unwrap_or(0);
+        let _ = governed_bits(m);
+        let rules = m.rows.iter().filter_map(|r| {
+            let (_, value) = f.assigns_bits(&r.assigns)?;
+            let flags = row_bits(&r.flags);
+            Some(quote!(::npt::format::DecodeRule { mask: #mask, value: #value, flags: #flags }))
+        });
+        quote!(&[#(#rules),*])
+    });
+    let on_map = f.flush.invalidate_on_map.value;
+    let page_r = recipe(f, &f.flush.page);
+    let context_r = recipe(f, &f.flush.context);
+    let all_r = recipe(f, &f.flush.all);
+    let _ = Span::call_site();
+
+    quote! {
+        impl ::npt::Format for #name {
+            const NAME: &'static str = #name_str;
+            const LAYOUT: ::npt::format::Layout = ::npt::format::Layout {
+                name: #name_str,
+                geometry: ::npt::format::Geometry {
+                    granule_shift: #granule_shift,
+                    input_bits: #input_bits,
+                    output_bits: #output_bits,
+                    root_tables: #root_tables,
+                    root_align: #root_align,
+                    levels: &[#(#levels),*],
+                },
+                present: #present,
+                table: #table,
+                block: #block,
+                page: #page,
+                address: ::npt::format::AddressField { lo: #alo, width: #awidth, pa_shift: #pa_shift },
+                ignored: #ignored,
+                leaf_attrs: [#(#leaf_attrs),*],
+                attr_mask: #attr_mask,
+                decode: &[#(#decode),*],
+            };
+            const FLUSH: ::npt::flush::FlushSpec = ::npt::flush::FlushSpec {
+                invalidate_on_map: #on_map,
+                page: #page_r,
+                context: #context_r,
+                all: #all_r,
+            };
+            type Entry = #entry;
+            type Params = #params_ty;
+
+            fn context(root_pa: u64, params: &#params_ty) -> ::core::result::Result<::npt::flush::Context, ::npt::Error> {
+                Self::__context(root_pa, params)
+            }
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! Stage 4: the checked model to Rust items. Pure functions from model to
+//! tokens; everything format-specific is emitted as data or small accessors,
+//! and the `npt` runtime does the rest.
+
+mod compat;
+mod layout;
+mod registers;
+mod types;
+
+use crate::model::Format;
+use proc_macro2::TokenStream;
+use quote::quote;
+
+/// All items for one format.
+pub fn generate(f: &Format) -> TokenStream {
+    let types = types::generate(f);
+    let pte = compat::generic_pte(f);
+    let instances = std::iter::once(f.clone()).chain(f.variants.iter().map(|v| f.variant(v)));
+    let per_format = instances.map(|inst| {
+        let marker = types::marker(&inst);
+        let registers = registers::generate(&inst);
+        let layout = layout::generate(&inst);
+        let meta = compat::paging_metadata(&inst);
+        quote!(#marker #registers #layout #meta)
+    });
+    quote! {
+        #types
+        #pte
+        #(#per_format)*
+    }
+}
+
+pub use registers::slots;
+
+/// `#[doc = ...]` attributes for each line.
+pub fn docs(lines: &[String]) -> TokenStream {
+    quote!(#(#[doc = #lines])*)
+}

@@ -1,0 +1,188 @@
+//! The format marker, entry, flag and field types.
+
+use super::docs;
+use crate::model::Format;
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+
+/// The zero-sized type naming one format.
+pub fn marker(f: &Format) -> TokenStream {
+    let name = &f.name;
+    let fmt_docs = docs(&f.docs);
+    let marker_doc = format!("Source: {}.", f.cite.value());
+    let name_str = name.to_string();
+    quote! {
+        #fmt_docs
+        #[doc = ""]
+        #[doc = #marker_doc]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct #name;
+
+        impl #name {
+            /// The format's name.
+            pub const NAME: &'static str = #name_str;
+        }
+    }
+}
+
+/// The types shared by a format and its variants.
+pub fn generate(f: &Format) -> TokenStream {
+    let name = &f.name;
+    let entry = &f.entry;
+    let flags_ty = &f.flags_ty;
+
+    let flag_consts = f.bits.iter().map(|b| {
+        let d = docs(&b.docs);
+        let n = &b.name;
+        let bit = b.bit.value as u32;
+        quote!(#d const #n = 1u64 << #bit;)
+    });
+
+    let enums = f.fields.iter().map(|fd| {
+        let ty = &fd.ty;
+        let d = docs(&fd.docs);
+        let range = format!("Bits {}:{} of [`{}`].", fd.bits.hi, fd.bits.lo, entry);
+        let variants = fd.variants.iter().map(|v| {
+            let vd = docs(&v.docs);
+            let vn = &v.name;
+            let val = v.value.value;
+            quote!(#vd #vn = #val,)
+        });
+        let arms = fd.variants.iter().map(|v| {
+            let vn = &v.name;
+            let val = v.value.value;
+            quote!(#val => ::core::option::Option::Some(#ty::#vn),)
+        });
+        let from_bits_doc = format!(
+            "The value of the {}-bit encoding `bits`, or `None` for a reserved encoding.",
+            fd.bits.width()
+        );
+        quote! {
+            #d
+            #[doc = ""]
+            #[doc = #range]
+            #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+            #[repr(u64)]
+            pub enum #ty { #(#variants)* }
+
+            impl #ty {
+                #[doc = #from_bits_doc]
+                pub const fn from_bits(bits: u64) -> ::core::option::Option<Self> {
+                    match bits { #(#arms)* _ => ::core::option::Option::None }
+                }
+                /// The encoding of this value.
+                pub const fn bits(self) -> u64 { self as u64 }
+            }
+        }
+    });
+
+    let accessors = f.fields.iter().map(|fd| {
+        let get = &fd.name;
+        let set = format_ident!("set_{}", fd.name);
+        let ty = &fd.ty;
+        let lo = fd.bits.lo;
+        let mask = fd.bits.mask();
+        let d = docs(&fd.docs);
+        let raw_get = format_ident!("{}_bits", fd.name);
+        quote! {
+            #d
+            #[doc = ""]
+            #[doc = "`None` when the field holds a reserved encoding."]
+            pub const fn #get(self) -> ::core::option::Option<#ty> {
+                #ty::from_bits((self.0 & #mask) >> #lo)
+            }
+            /// The field's raw bits.
+            pub const fn #raw_get(self) -> u64 {
+                (self.0 & #mask) >> #lo
+            }
+            /// Sets the field.
+            pub fn #set(&mut self, value: #ty) {
+                self.0 = (self.0 & !#mask) | ((value as u64) << #lo);
+            }
+        }
+    });
+
+    let debug_fields = f.fields.iter().map(|fd| {
+        let get = &fd.name;
+        let raw_get = format_ident!("{}_bits", fd.name);
+        let label = fd.name.to_string();
+        quote! {
+            match self.#get() {
+                ::core::option::Option::Some(v) => { s.field(#label, &v); }
+                ::core::option::Option::None => { s.field(#label, &::core::format_args!("reserved({:#x})", self.#raw_get())); }
+            }
+        }
+    });
+    let amask = f.address.bits.mask();
+    let alo = f.address.bits.lo;
+    let pa_low = f.address.pa_low_bit.value as u32;
+    let entry_doc = format!("A descriptor of the [`{name}`] format: a 64-bit word with typed accessors. `Debug` decodes it into its fields.");
+    let flags_doc = format!("The single-bit flags of a [`{entry}`].");
+    let params_ty = &f.params_ty;
+    let param_fields = f.params.iter().map(|p| {
+        let d = docs(&p.docs);
+        let n = &p.name;
+        let w = format!("At most {} bits wide.", p.width.value);
+        quote!(#d #[doc = ""] #[doc = #w] pub #n: u64,)
+    });
+    let params_doc = format!(
+        "Root-register parameters of [`{name}`] (and of the formats sharing its descriptors)."
+    );
+
+    quote! {
+
+        ::npt::__private::bitflags::bitflags! {
+            #[doc = #flags_doc]
+            #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+            pub struct #flags_ty: u64 {
+                #(#flag_consts)*
+            }
+        }
+
+        #(#enums)*
+
+        #[doc = #params_doc]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct #params_ty {
+            #(#param_fields)*
+        }
+
+        #[doc = #entry_doc]
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+        #[repr(transparent)]
+        pub struct #entry(u64);
+
+        impl #entry {
+            /// The entry with these raw bits.
+            pub const fn from_raw(raw: u64) -> Self { Self(raw) }
+            /// The raw bits.
+            pub const fn raw(self) -> u64 { self.0 }
+            /// The single-bit flags that are set.
+            pub const fn flag_bits(self) -> #flags_ty { #flags_ty::from_bits_truncate(self.0) }
+            /// The output address (the physical address the entry points at).
+            pub const fn output_address(self) -> ::npt::HostPhysAddr {
+                ::npt::HostPhysAddr::from_usize((((self.0 & #amask) >> #alo) << #pa_low) as usize)
+            }
+            #(#accessors)*
+        }
+
+        impl ::core::convert::From<u64> for #entry {
+            fn from(raw: u64) -> Self { Self(raw) }
+        }
+
+        impl ::core::convert::From<#entry> for u64 {
+            fn from(e: #entry) -> u64 { e.0 }
+        }
+
+        impl ::core::fmt::Debug for #entry {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut s = f.debug_struct(::core::stringify!(#entry));
+                s.field("raw", &::core::format_args!("{:#018x}", self.0));
+                s.field("flags", &self.flag_bits());
+                #(#debug_fields)*
+                s.field("address", &::core::format_args!("{:#x}", self.output_address().as_usize()));
+                s.finish()
+            }
+        }
+    }
+}

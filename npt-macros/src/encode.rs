@@ -1,0 +1,145 @@
+//! Compile-time encodings: the bits a name, an assignment, a predicate or a
+//! `MappingFlags` combination stands for. Shared by the checks (which prove
+//! every legal combination gives a valid leaf) and by codegen (which emits
+//! the results as tables, so the runtime does no interpretation of names).
+
+use crate::model::{Assign, Format, MFlag, Mapping, Pred};
+
+/// Why a `MappingFlags` combination has no encoding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Illegal {
+    /// The spec forbids it; index into `permissions.forbids`.
+    Forbidden(usize),
+    /// The mapping with this index has no row for the combination.
+    NoRow(usize),
+}
+
+impl Format {
+    pub fn flag_bit(&self, name: &str) -> Option<u64> {
+        self.bits
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| f.bit.value)
+    }
+
+    /// (mask, value) of one assignment, or `None` if a name is unknown or a
+    /// bit position is out of range (the checks report those).
+    pub fn assign_bits(&self, a: &Assign) -> Option<(u64, u64)> {
+        match a {
+            Assign::Flag(name) => {
+                let bit = self.flag_bit(&name.to_string()).filter(|b| *b < 64)?;
+                Some((1 << bit, 1 << bit))
+            }
+            Assign::Field(field, variant) => {
+                let f = self.fields.iter().find(|f| f.name == *field)?;
+                if f.bits.hi >= 64 || f.bits.lo > f.bits.hi {
+                    return None;
+                }
+                let v = f.variants.iter().find(|v| v.name == *variant)?;
+                let mask = f.bits.mask();
+                Some((mask, (v.value.value << f.bits.lo) & mask))
+            }
+        }
+    }
+
+    /// (mask, value) of a list of assignments.
+    pub fn assigns_bits(&self, list: &[Assign]) -> Option<(u64, u64)> {
+        let mut mask = 0;
+        let mut value = 0;
+        for a in list {
+            let (m, v) = self.assign_bits(a)?;
+            mask |= m;
+            value = (value & !m) | v;
+        }
+        Some((mask, value))
+    }
+
+    /// The mask a predicate tests.
+    pub fn pred_mask(&self, p: &Pred) -> Option<u64> {
+        let names = match p {
+            Pred::Always(_) => return Some(0),
+            Pred::Any(n, _) | Pred::All(n, _) | Pred::None(n, _) => n,
+        };
+        let mut mask = 0;
+        for n in names {
+            mask |= 1 << self.flag_bit(&n.to_string()).filter(|b| *b < 64)?;
+        }
+        Some(mask)
+    }
+
+    pub fn pred_holds(&self, p: &Pred, raw: u64) -> Option<bool> {
+        let mask = self.pred_mask(p)?;
+        Some(match p {
+            Pred::Always(_) => true,
+            Pred::Any(..) => raw & mask != 0,
+            Pred::All(..) => raw & mask == mask,
+            Pred::None(..) => raw & mask == 0,
+        })
+    }
+
+    /// The `MappingFlags` bits the spec ignores.
+    pub fn ignored_bits(&self) -> usize {
+        self.permissions
+            .ignore
+            .iter()
+            .fold(0, |m, f| m | f.value.bit())
+    }
+
+    /// The attribute bits (mask, value) a `MappingFlags` combination (given as
+    /// its bits) encodes to, or why it has none. `None` if names are broken.
+    pub fn encode_combo(&self, combo: usize) -> Option<Result<(u64, u64), Illegal>> {
+        let combo = combo & !self.ignored_bits();
+        for (i, f) in self.permissions.forbids.iter().enumerate() {
+            let hit = f
+                .flags
+                .iter()
+                .all(|(fl, present)| (combo & fl.value.bit() != 0) == *present);
+            if hit {
+                return Some(Err(Illegal::Forbidden(i)));
+            }
+        }
+        let mut mask = 0;
+        let mut value = 0;
+        for (i, m) in self.permissions.mappings.iter().enumerate() {
+            let key = combo & governed_bits(m);
+            let Some(row) = m.rows.iter().find(|r| row_bits(&r.flags) == key) else {
+                return Some(Err(Illegal::NoRow(i)));
+            };
+            let (rm, rv) = self.assigns_bits(&row.assigns)?;
+            mask |= rm;
+            value = (value & !rm) | rv;
+        }
+        Some(Ok((mask, value)))
+    }
+
+    /// Every bit any mapping row may assign, per mapping.
+    pub fn mapping_mask(&self, m: &Mapping) -> Option<u64> {
+        let mut mask = 0;
+        for r in &m.rows {
+            mask |= self.assigns_bits(&r.assigns)?.0;
+        }
+        Some(mask)
+    }
+}
+
+pub fn governed_bits(m: &Mapping) -> usize {
+    m.governs.iter().fold(0, |acc, f| acc | f.value.bit())
+}
+
+pub fn row_bits(flags: &[crate::model::Spanned<MFlag>]) -> usize {
+    flags.iter().fold(0, |acc, f| acc | f.value.bit())
+}
+
+/// Human-readable list of the flags in a combination.
+pub fn combo_name(combo: usize) -> String {
+    let names: Vec<&str> = MFlag::ALL
+        .iter()
+        .filter(|f| combo & f.bit() != 0)
+        .map(|f| f.name())
+        .collect();
+    if names.is_empty() {
+        "no flags".to_string()
+    } else {
+        names.join(" | ")
+    }
+}

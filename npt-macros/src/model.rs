@@ -1,0 +1,1456 @@
+//! Stage 2: the generic node tree to a typed model of one format.
+//!
+//! This stage knows which keys exist, which are required, and what kind of
+//! literal each takes. It reports unknown, duplicated and missing keys and
+//! wrong literal kinds, and keeps a span on every model node so that the
+//! checks in [`crate::check`] can point at the offending token. Cross-item
+//! rules (overlaps, geometry, encodings) are not checked here.
+
+use crate::errors::Errors;
+use crate::eval::Expr;
+use crate::parse::{Body, Node, SpecTree};
+use proc_macro2::{Span, TokenStream, TokenTree};
+use syn::{Ident, LitStr};
+
+/// A value with the span it came from.
+#[derive(Clone, Copy, Debug)]
+pub struct Spanned<T> {
+    pub value: T,
+    pub span: Span,
+}
+
+/// An inclusive bit range `hi:lo` as the manuals write it.
+#[derive(Clone, Copy, Debug)]
+pub struct BitRange {
+    pub hi: u32,
+    pub lo: u32,
+    pub span: Span,
+}
+
+impl BitRange {
+    pub fn width(&self) -> u32 {
+        self.hi - self.lo + 1
+    }
+    /// The mask of the range within a u64 (callers check `hi < 64` first).
+    pub fn mask(&self) -> u64 {
+        let w = self.width();
+        let m = if w >= 64 { u64::MAX } else { (1u64 << w) - 1 };
+        m << self.lo
+    }
+}
+
+/// A whole format.
+#[derive(Clone)]
+pub struct Format {
+    pub name: Ident,
+    pub docs: Vec<String>,
+    pub cite: LitStr,
+    pub arch: Spanned<Arch>,
+    pub entry: Ident,
+    pub flags_ty: Ident,
+    pub params_ty: Ident,
+    pub geometry: Geometry,
+    pub bits: Vec<Flag>,
+    pub fields: Vec<Field>,
+    pub address: OutputAddress,
+    pub descriptors: Descriptors,
+    pub permissions: Permissions,
+    pub params: Vec<Param>,
+    pub registers: Vec<Register>,
+    pub flush: Flush,
+    /// Other formats sharing these descriptors but with their own geometry.
+    pub variants: Vec<FormatVariant>,
+}
+
+/// `variant Name { cite = ..; geometry { .. } }`: a format with the same
+/// descriptors, permissions, registers and recipes, and its own geometry.
+#[derive(Clone)]
+pub struct FormatVariant {
+    pub name: Ident,
+    pub docs: Vec<String>,
+    pub cite: LitStr,
+    pub geometry: Geometry,
+}
+
+impl Format {
+    /// The format a variant describes, as a whole format of its own.
+    pub fn variant(&self, v: &FormatVariant) -> Format {
+        let mut f = self.clone();
+        f.name = v.name.clone();
+        f.docs = v.docs.clone();
+        f.cite = v.cite.clone();
+        f.geometry = v.geometry.clone();
+        f.variants = Vec::new();
+        f
+    }
+}
+
+/// The instruction-set architecture whose hardware walks this format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    X86_64,
+    Aarch64,
+    Riscv64,
+}
+
+impl Arch {
+    pub fn target_arch(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+            Arch::Riscv64 => "riscv64",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Geometry {
+    pub cite: Option<LitStr>,
+    pub granule: Spanned<u64>,
+    pub input_bits: Spanned<u64>,
+    pub output_bits: Spanned<u64>,
+    pub root_tables: Spanned<u64>,
+    pub root_align: Spanned<u64>,
+    pub levels: Vec<Level>,
+    /// Span of the `geometry` key, for errors about the geometry as a whole.
+    pub span: Span,
+}
+
+#[derive(Clone)]
+pub struct Level {
+    pub name: Ident,
+    pub docs: Vec<String>,
+    pub number: Spanned<u64>,
+    pub index: BitRange,
+    pub leaf: Option<Spanned<u64>>,
+}
+
+#[derive(Clone)]
+pub struct Flag {
+    pub name: Ident,
+    pub docs: Vec<String>,
+    pub bit: Spanned<u64>,
+}
+
+#[derive(Clone)]
+pub struct Field {
+    pub name: Ident,
+    pub docs: Vec<String>,
+    pub bits: BitRange,
+    pub ty: Ident,
+    pub variants: Vec<Variant>,
+}
+
+#[derive(Clone)]
+pub struct Variant {
+    pub name: Ident,
+    pub docs: Vec<String>,
+    pub value: Spanned<u64>,
+}
+
+#[derive(Clone)]
+pub struct OutputAddress {
+    pub bits: BitRange,
+    pub pa_low_bit: Spanned<u64>,
+    pub span: Span,
+}
+
+#[derive(Clone)]
+pub struct Descriptors {
+    pub cite: Option<LitStr>,
+    pub present: Pred,
+    pub table: Kind,
+    pub block: Option<Kind>,
+    pub page: Kind,
+}
+
+/// How a descriptor kind is recognised and what building one sets.
+#[derive(Clone)]
+pub struct Kind {
+    pub is: Pred,
+    pub set: Vec<Assign>,
+    pub span: Span,
+}
+
+/// A predicate over single-bit flags.
+#[derive(Clone)]
+pub enum Pred {
+    Always(Span),
+    Any(Vec<Ident>, Span),
+    All(Vec<Ident>, Span),
+    None(Vec<Ident>, Span),
+}
+
+/// One assignment in an encoding: set a flag, or give a field a variant.
+#[derive(Clone)]
+pub enum Assign {
+    Flag(Ident),
+    Field(Ident, Ident),
+}
+
+/// `page_table_multiarch::MappingFlags`, by the names the spec uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MFlag {
+    Read,
+    Write,
+    Execute,
+    User,
+    Device,
+    Uncached,
+}
+
+impl MFlag {
+    pub const ALL: [MFlag; 6] = [
+        MFlag::Read,
+        MFlag::Write,
+        MFlag::Execute,
+        MFlag::User,
+        MFlag::Device,
+        MFlag::Uncached,
+    ];
+
+    pub fn from_name(s: &str) -> Option<MFlag> {
+        Some(match s {
+            "READ" => MFlag::Read,
+            "WRITE" => MFlag::Write,
+            "EXECUTE" => MFlag::Execute,
+            "USER" => MFlag::User,
+            "DEVICE" => MFlag::Device,
+            "UNCACHED" => MFlag::Uncached,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MFlag::Read => "READ",
+            MFlag::Write => "WRITE",
+            MFlag::Execute => "EXECUTE",
+            MFlag::User => "USER",
+            MFlag::Device => "DEVICE",
+            MFlag::Uncached => "UNCACHED",
+        }
+    }
+
+    /// The bit of this flag in `MappingFlags` (page_table_entry 0.6).
+    pub fn bit(self) -> usize {
+        match self {
+            MFlag::Read => 1 << 0,
+            MFlag::Write => 1 << 1,
+            MFlag::Execute => 1 << 2,
+            MFlag::User => 1 << 3,
+            MFlag::Device => 1 << 4,
+            MFlag::Uncached => 1 << 5,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Permissions {
+    pub cite: Option<LitStr>,
+    pub ignore: Vec<Spanned<MFlag>>,
+    pub mappings: Vec<Mapping>,
+    pub forbids: Vec<Forbid>,
+}
+
+/// A table from the combinations of some `MappingFlags` to encodings.
+#[derive(Clone)]
+pub struct Mapping {
+    pub governs: Vec<Spanned<MFlag>>,
+    pub rows: Vec<Row>,
+    pub span: Span,
+}
+
+#[derive(Clone)]
+pub struct Row {
+    pub flags: Vec<Spanned<MFlag>>,
+    pub assigns: Vec<Assign>,
+    pub span: Span,
+}
+
+/// A combination of `MappingFlags` the format refuses, with the reason.
+#[derive(Clone)]
+pub struct Forbid {
+    pub name: Ident,
+    /// Each flag with whether it must be present (`true`) or absent.
+    pub flags: Vec<(Spanned<MFlag>, bool)>,
+    pub reason: LitStr,
+}
+
+/// A run-time parameter of the root register (a VMID, say).
+#[derive(Clone)]
+pub struct Param {
+    pub name: Ident,
+    pub docs: Vec<String>,
+    pub width: Spanned<u64>,
+}
+
+#[derive(Clone)]
+pub struct Register {
+    pub name: Ident,
+    pub docs: Vec<String>,
+    pub cite: Option<LitStr>,
+    pub root: bool,
+    pub fields: Vec<RegField>,
+}
+
+#[derive(Clone)]
+pub struct RegField {
+    pub name: Ident,
+    pub docs: Vec<String>,
+    pub bits: BitRange,
+    pub value: Expr,
+}
+
+#[derive(Clone)]
+pub struct Flush {
+    pub cite: Option<LitStr>,
+    pub invalidate_on_map: Spanned<bool>,
+    pub page: Recipe,
+    pub context: Recipe,
+    pub all: Recipe,
+}
+
+#[derive(Clone)]
+pub struct Recipe {
+    pub current: Option<Ident>,
+    pub before: Vec<Step>,
+    pub each: Vec<Step>,
+    pub after: Vec<Step>,
+}
+
+#[derive(Clone)]
+pub struct Step {
+    pub instr: Ident,
+    pub operands: Vec<Operand>,
+}
+
+#[derive(Clone)]
+pub enum Operand {
+    /// The zero register / "all".
+    Zero(Span),
+    /// The guest-physical address shifted right.
+    Gpa(u32, Span),
+    /// A run-time parameter (VMID) or a register value, by name.
+    Name(Ident),
+}
+
+// ---------------------------------------------------------------------------
+// Key bookkeeping.
+
+/// Reads the nodes of one block: finds each key once, reports duplicates at
+/// the second occurrence (pointing back at the first), and reports keys that
+/// nobody asked for.
+struct Block<'a> {
+    nodes: &'a [Node],
+    used: Vec<bool>,
+    what: &'static str,
+    span: Span,
+}
+
+impl<'a> Block<'a> {
+    fn new(nodes: &'a [Node], what: &'static str, span: Span) -> Self {
+        Block {
+            nodes,
+            used: vec![false; nodes.len()],
+            what,
+            span,
+        }
+    }
+
+    /// The single node with `key`, if any.
+    fn one(&mut self, key: &str, errs: &mut Errors) -> Option<&'a Node> {
+        let mut found: Option<&'a Node> = None;
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.key == key {
+                self.used[i] = true;
+                if let Some(first) = found {
+                    errs.conflict(
+                        node.span(),
+                        format!("duplicate key `{key}` in {}; remove one of them", self.what),
+                        first.span(),
+                        format!("`{key}` first defined here"),
+                    );
+                } else {
+                    found = Some(node);
+                }
+            }
+        }
+        found
+    }
+
+    fn required(&mut self, key: &str, hint: &str, errs: &mut Errors) -> Option<&'a Node> {
+        let node = self.one(key, errs);
+        if node.is_none() {
+            errs.error(
+                self.span,
+                format!(
+                    "{} is missing the required key `{key}`: add `{hint}`",
+                    self.what
+                ),
+            );
+        }
+        node
+    }
+
+    /// Every node with `key` (for repeated items such as `level`).
+    fn all(&mut self, key: &str) -> Vec<&'a Node> {
+        let mut out = Vec::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.key == key {
+                self.used[i] = true;
+                out.push(node);
+            }
+        }
+        out
+    }
+
+    /// Reports every node no reader asked for.
+    fn finish(self, allowed: &[&str], errs: &mut Errors) {
+        for (node, used) in self.nodes.iter().zip(&self.used) {
+            if !used {
+                errs.error(
+                    node.span(),
+                    format!(
+                        "unknown key `{}` in {}; expected one of: {}",
+                        node.key,
+                        self.what,
+                        allowed.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Value readers. Each reports a wrong kind of value and returns `None`.
+
+fn value_of<'a>(node: &'a Node, errs: &mut Errors, expected: &str) -> Option<&'a TokenStream> {
+    no_args(node, errs);
+    match &node.body {
+        Body::Value(v, _) => Some(v),
+        _ => {
+            errs.error(
+                node.span(),
+                format!(
+                    "`{}` takes a value: write `{} = {expected};`",
+                    node.key, node.key
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn block_of<'a>(node: &'a Node, errs: &mut Errors) -> Option<(&'a [Node], Span)> {
+    match &node.body {
+        Body::Block(nodes, span) => Some((nodes, *span)),
+        _ => {
+            errs.error(
+                node.span(),
+                format!(
+                    "`{}` takes a block: write `{} {{ ... }}`",
+                    node.key, node.key
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn no_args(node: &Node, errs: &mut Errors) {
+    if let Some(first) = node.args.first() {
+        errs.error(
+            first.span(),
+            format!("unexpected token after `{}`", node.key),
+        );
+    }
+}
+
+/// The single name after a key, as in `level PML4 { ... }`.
+fn name_arg(node: &Node, errs: &mut Errors, example: &str) -> Option<Ident> {
+    match node.args.as_slice() {
+        [TokenTree::Ident(id)] => Some(id.clone()),
+        _ => {
+            errs.error(
+                node.span(),
+                format!("`{}` needs one name: `{} {example}`", node.key, node.key),
+            );
+            None
+        }
+    }
+}
+
+fn single_token(v: &TokenStream) -> Option<TokenTree> {
+    let mut it = v.clone().into_iter();
+    let first = it.next()?;
+    if it.next().is_some() {
+        None
+    } else {
+        Some(first)
+    }
+}
+
+fn first_span(v: &TokenStream) -> Span {
+    v.clone()
+        .into_iter()
+        .next()
+        .map(|t| t.span())
+        .unwrap_or_else(Span::call_site)
+}
+
+/// An integer, with optional `K`, `M` or `G` suffix (binary multiples).
+fn int_value(node: &Node, errs: &mut Errors) -> Option<Spanned<u64>> {
+    let v = value_of(node, errs, "an integer")?;
+    let span = first_span(v);
+    let parsed = single_token(v).and_then(|t| match t {
+        TokenTree::Literal(lit) => Some(lit),
+        _ => None,
+    });
+    let Some(lit) = parsed else {
+        errs.error(
+            span,
+            format!(
+                "`{}` takes an integer literal such as `48` or `4K`",
+                node.key
+            ),
+        );
+        return None;
+    };
+    match parse_int(&lit) {
+        Ok(value) => Some(Spanned { value, span }),
+        Err(msg) => {
+            errs.error(span, format!("`{}`: {msg}", node.key));
+            None
+        }
+    }
+}
+
+fn parse_int(lit: &proc_macro2::Literal) -> Result<u64, String> {
+    let lit = syn::LitInt::from(lit.clone());
+    let digits = lit.base10_digits();
+    let base: u64 = digits
+        .parse()
+        .map_err(|_| "expected an integer literal".to_string())?;
+    let mult: u64 = match lit.suffix() {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        s => {
+            return Err(format!(
+                "unknown size suffix `{s}`; use K, M or G (powers of 1024)"
+            ))
+        }
+    };
+    base.checked_mul(mult)
+        .ok_or_else(|| "value does not fit in 64 bits".to_string())
+}
+
+fn lit_int(tt: &TokenTree) -> Option<u64> {
+    match tt {
+        TokenTree::Literal(l) => {
+            let s = l.to_string();
+            if s.starts_with('"') || s.starts_with('\'') {
+                return None;
+            }
+            parse_int(l).ok()
+        }
+        _ => None,
+    }
+}
+
+fn bool_value(node: &Node, errs: &mut Errors) -> Option<Spanned<bool>> {
+    let v = value_of(node, errs, "true")?;
+    let span = first_span(v);
+    match single_token(v) {
+        Some(TokenTree::Ident(id)) if id == "true" => Some(Spanned { value: true, span }),
+        Some(TokenTree::Ident(id)) if id == "false" => Some(Spanned { value: false, span }),
+        _ => {
+            errs.error(span, format!("`{}` takes `true` or `false`", node.key));
+            None
+        }
+    }
+}
+
+fn str_value(node: &Node, errs: &mut Errors) -> Option<LitStr> {
+    let v = value_of(node, errs, "\"...\"")?;
+    match syn::parse2::<LitStr>(v.clone()) {
+        Ok(s) => Some(s),
+        Err(_) => {
+            errs.error(
+                first_span(v),
+                format!("`{}` takes a string literal", node.key),
+            );
+            None
+        }
+    }
+}
+
+fn ident_value(node: &Node, errs: &mut Errors) -> Option<Ident> {
+    let v = value_of(node, errs, "Name")?;
+    match single_token(v) {
+        Some(TokenTree::Ident(id)) => Some(id),
+        _ => {
+            errs.error(first_span(v), format!("`{}` takes a type name", node.key));
+            None
+        }
+    }
+}
+
+/// `hi:lo` or a single bit `n`.
+fn bits_value(node: &Node, errs: &mut Errors) -> Option<BitRange> {
+    let v = value_of(node, errs, "hi:lo")?;
+    let span = first_span(v);
+    let toks: Vec<TokenTree> = v.clone().into_iter().collect();
+    let parsed = match toks.as_slice() {
+        [hi, TokenTree::Punct(p), lo] if p.as_char() == ':' => {
+            lit_int(hi).zip(lit_int(lo)).map(|(h, l)| (h, l))
+        }
+        [one] => lit_int(one).map(|b| (b, b)),
+        _ => None,
+    };
+    match parsed {
+        Some((hi, lo)) if hi < 1 << 16 && lo < 1 << 16 => Some(BitRange {
+            hi: hi as u32,
+            lo: lo as u32,
+            span,
+        }),
+        _ => {
+            errs.error(span, format!("`{}` takes a bit range written as the manuals do, `hi:lo` (for example `51:12`)", node.key));
+            None
+        }
+    }
+}
+
+/// `[A, B, C]`: a bracketed list of token groups separated by commas.
+fn list_items(v: &TokenStream, errs: &mut Errors, key: &str) -> Option<Vec<TokenStream>> {
+    let span = first_span(v);
+    let Some(TokenTree::Group(g)) = single_token(v) else {
+        errs.error(span, format!("`{key}` takes a list in brackets, `[A, B]`"));
+        return None;
+    };
+    if g.delimiter() != proc_macro2::Delimiter::Bracket {
+        errs.error(span, format!("`{key}` takes a list in brackets, `[A, B]`"));
+        return None;
+    }
+    Some(split_commas(g.stream()))
+}
+
+fn split_commas(ts: TokenStream) -> Vec<TokenStream> {
+    let mut items = Vec::new();
+    let mut cur = TokenStream::new();
+    for tt in ts {
+        match &tt {
+            TokenTree::Punct(p) if p.as_char() == ',' => {
+                items.push(std::mem::take(&mut cur));
+            }
+            _ => cur.extend([tt]),
+        }
+    }
+    if !cur.is_empty() {
+        items.push(cur);
+    }
+    items
+}
+
+fn mflag(tt: &TokenStream, errs: &mut Errors) -> Option<(Spanned<MFlag>, bool)> {
+    let toks: Vec<TokenTree> = tt.clone().into_iter().collect();
+    let (neg, id) = match toks.as_slice() {
+        [TokenTree::Ident(id)] => (false, id),
+        [TokenTree::Punct(p), TokenTree::Ident(id)] if p.as_char() == '!' => (true, id),
+        _ => {
+            errs.error(
+                first_span(tt),
+                "expected a MappingFlags name: READ, WRITE, EXECUTE, USER, DEVICE or UNCACHED",
+            );
+            return None;
+        }
+    };
+    match MFlag::from_name(&id.to_string()) {
+        Some(f) => Some((
+            Spanned {
+                value: f,
+                span: id.span(),
+            },
+            !neg,
+        )),
+        None => {
+            errs.error(id.span(), format!("unknown MappingFlags name `{id}`; expected READ, WRITE, EXECUTE, USER, DEVICE or UNCACHED"));
+            None
+        }
+    }
+}
+
+fn mflag_list(
+    v: &TokenStream,
+    errs: &mut Errors,
+    key: &str,
+    allow_neg: bool,
+) -> Option<Vec<(Spanned<MFlag>, bool)>> {
+    let items = list_items(v, errs, key)?;
+    let mut out = Vec::new();
+    for item in &items {
+        let (f, pos) = mflag(item, errs)?;
+        if !pos && !allow_neg {
+            errs.error(
+                f.span,
+                "`!` is not allowed here: list the flags that are present",
+            );
+            return None;
+        }
+        out.push((f, pos));
+    }
+    Some(out)
+}
+
+/// `R` or `memtype: WB`, comma-separated.
+fn assigns(v: &TokenStream, errs: &mut Errors) -> Option<Vec<Assign>> {
+    let mut out = Vec::new();
+    for item in split_commas(v.clone()) {
+        let toks: Vec<TokenTree> = item.clone().into_iter().collect();
+        match toks.as_slice() {
+            [TokenTree::Ident(f)] if f != "nothing" => out.push(Assign::Flag(f.clone())),
+            [TokenTree::Ident(f)] if f == "nothing" => {}
+            [TokenTree::Ident(field), TokenTree::Punct(p), TokenTree::Ident(var)]
+                if p.as_char() == ':' =>
+            {
+                out.push(Assign::Field(field.clone(), var.clone()))
+            }
+            _ => {
+                errs.error(
+                    first_span(&item),
+                    "expected a flag (`R`), a field value (`memtype: WB`), or `nothing`",
+                );
+                return None;
+            }
+        }
+    }
+    Some(out)
+}
+
+fn pred_value(node: &Node, errs: &mut Errors) -> Option<Pred> {
+    let v = value_of(node, errs, "any(A, B)")?;
+    let toks: Vec<TokenTree> = v.clone().into_iter().collect();
+    let span = first_span(v);
+    let usage =
+        "a predicate is `always`, `any(A, B)`, `all(A, B)` or `none(A, B)` over single-bit flags";
+    match toks.as_slice() {
+        [TokenTree::Ident(id)] if id == "always" => Some(Pred::Always(span)),
+        [TokenTree::Ident(id), TokenTree::Group(g)]
+            if g.delimiter() == proc_macro2::Delimiter::Parenthesis =>
+        {
+            let mut names = Vec::new();
+            for item in split_commas(g.stream()) {
+                match single_token(&item) {
+                    Some(TokenTree::Ident(n)) => names.push(n),
+                    _ => {
+                        errs.error(first_span(&item), "expected a single-bit flag name");
+                        return None;
+                    }
+                }
+            }
+            if names.is_empty() {
+                errs.error(g.span(), "name at least one flag in the predicate");
+                return None;
+            }
+            match id.to_string().as_str() {
+                "any" => Some(Pred::Any(names, span)),
+                "all" => Some(Pred::All(names, span)),
+                "none" => Some(Pred::None(names, span)),
+                _ => {
+                    errs.error(id.span(), usage);
+                    None
+                }
+            }
+        }
+        _ => {
+            errs.error(span, usage);
+            None
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The format.
+
+const FORMAT_KEYS: &[&str] = &[
+    "cite",
+    "arch",
+    "entry",
+    "flags",
+    "params_type",
+    "geometry",
+    "bit",
+    "field",
+    "output_address",
+    "descriptors",
+    "permissions",
+    "param",
+    "register",
+    "flush",
+    "variant",
+];
+
+/// Builds the model, reporting what it cannot read. Returns `None` when a
+/// required part is missing or unreadable (errors are in `errs`).
+pub fn build(tree: &SpecTree, errs: &mut Errors) -> Option<Format> {
+    let span = tree.name.span();
+    let mut b = Block::new(&tree.nodes, "the format", span);
+    let cite = b
+        .required("cite", "cite = \"<manual, section>\";", errs)
+        .and_then(|n| str_value(n, errs));
+    let arch = b
+        .required("arch", "arch = x86_64;", errs)
+        .and_then(|n| arch_value(n, errs));
+    let entry = b
+        .required("entry", "entry = EptEntry;", errs)
+        .and_then(|n| ident_value(n, errs));
+    let flags_ty = b
+        .required("flags", "flags = EptFlags;", errs)
+        .and_then(|n| ident_value(n, errs));
+    let params_ty = match b.one("params_type", errs) {
+        Some(n) => ident_value(n, errs),
+        None => Some(Ident::new(
+            &format!("{}Params", tree.name),
+            tree.name.span(),
+        )),
+    };
+    let geometry = b
+        .required("geometry", "geometry { ... }", errs)
+        .and_then(|n| geometry(n, errs));
+    let bits: Vec<Flag> = b
+        .all("bit")
+        .into_iter()
+        .filter_map(|n| flag(n, errs))
+        .collect();
+    let fields: Vec<Field> = b
+        .all("field")
+        .into_iter()
+        .filter_map(|n| field(n, errs))
+        .collect();
+    let address = b
+        .required(
+            "output_address",
+            "output_address { bits = 51:12; pa_low_bit = 12; }",
+            errs,
+        )
+        .and_then(|n| output_address(n, errs));
+    let descriptors = b
+        .required("descriptors", "descriptors { ... }", errs)
+        .and_then(|n| descriptors(n, errs));
+    let permissions = b
+        .required("permissions", "permissions { ... }", errs)
+        .and_then(|n| permissions(n, errs));
+    let params: Vec<Param> = b
+        .all("param")
+        .into_iter()
+        .filter_map(|n| param(n, errs))
+        .collect();
+    let registers: Vec<Register> = b
+        .all("register")
+        .into_iter()
+        .filter_map(|n| register(n, errs))
+        .collect();
+    let flush = b
+        .required("flush", "flush { ... }", errs)
+        .and_then(|n| flush(n, errs));
+    let variants: Vec<FormatVariant> = b
+        .all("variant")
+        .into_iter()
+        .filter_map(|n| variant(n, errs))
+        .collect();
+    b.finish(FORMAT_KEYS, errs);
+    Some(Format {
+        name: tree.name.clone(),
+        docs: tree.docs.clone(),
+        cite: cite?,
+        arch: arch?,
+        entry: entry?,
+        flags_ty: flags_ty?,
+        params_ty: params_ty?,
+        geometry: geometry?,
+        bits,
+        fields,
+        address: address?,
+        descriptors: descriptors?,
+        permissions: permissions?,
+        params,
+        registers,
+        flush: flush?,
+        variants,
+    })
+}
+
+fn variant(node: &Node, errs: &mut Errors) -> Option<FormatVariant> {
+    let name = name_arg(
+        node,
+        errs,
+        "Stage2Ipa48 { cite = \"...\"; geometry { ... } }",
+    );
+    let (nodes, span) = block_of(node, errs)?;
+    let mut b = Block::new(nodes, "a `variant`", span);
+    let cite = b
+        .required("cite", "cite = \"<manual, section>\";", errs)
+        .and_then(|n| str_value(n, errs));
+    let geometry = b
+        .required("geometry", "geometry { ... }", errs)
+        .and_then(|n| geometry(n, errs));
+    b.finish(&["cite", "geometry"], errs);
+    Some(FormatVariant {
+        name: name?,
+        docs: node.docs.clone(),
+        cite: cite?,
+        geometry: geometry?,
+    })
+}
+
+fn arch_value(node: &Node, errs: &mut Errors) -> Option<Spanned<Arch>> {
+    let v = value_of(node, errs, "x86_64")?;
+    let span = first_span(v);
+    let arch = match single_token(v) {
+        Some(TokenTree::Ident(id)) => match id.to_string().as_str() {
+            "x86_64" => Some(Arch::X86_64),
+            "aarch64" => Some(Arch::Aarch64),
+            "riscv64" => Some(Arch::Riscv64),
+            _ => None,
+        },
+        _ => None,
+    };
+    if arch.is_none() {
+        errs.error(span, "`arch` is one of `x86_64`, `aarch64`, `riscv64`");
+    }
+    arch.map(|value| Spanned { value, span })
+}
+
+fn opt_cite(b: &mut Block, errs: &mut Errors) -> Option<LitStr> {
+    b.one("cite", errs).and_then(|n| str_value(n, errs))
+}
+
+fn geometry(node: &Node, errs: &mut Errors) -> Option<Geometry> {
+    no_args(node, errs);
+    let (nodes, span) = block_of(node, errs)?;
+    let mut b = Block::new(nodes, "`geometry`", span);
+    let cite = opt_cite(&mut b, errs);
+    let granule = b
+        .required("granule", "granule = 4K;", errs)
+        .and_then(|n| int_value(n, errs));
+    let input_bits = b
+        .required("input_bits", "input_bits = 48;", errs)
+        .and_then(|n| int_value(n, errs));
+    let output_bits = b
+        .required("output_bits", "output_bits = 52;", errs)
+        .and_then(|n| int_value(n, errs));
+    let root = b
+        .required("root", "root { tables = 1; align = 4K; }", errs)
+        .and_then(|n| root(n, errs));
+    let levels: Vec<Level> = b
+        .all("level")
+        .into_iter()
+        .filter_map(|n| level(n, errs))
+        .collect();
+    if levels.is_empty() {
+        errs.error(span, "`geometry` declares no levels: add `level NAME { number = ..; index = hi:lo; }` from the root down");
+    }
+    b.finish(
+        &[
+            "cite",
+            "granule",
+            "input_bits",
+            "output_bits",
+            "root",
+            "level",
+        ],
+        errs,
+    );
+    let (root_tables, root_align) = root?;
+    Some(Geometry {
+        cite,
+        granule: granule?,
+        input_bits: input_bits?,
+        output_bits: output_bits?,
+        root_tables,
+        root_align,
+        levels,
+        span: node.span(),
+    })
+}
+
+fn root(node: &Node, errs: &mut Errors) -> Option<(Spanned<u64>, Spanned<u64>)> {
+    no_args(node, errs);
+    let (nodes, span) = block_of(node, errs)?;
+    let mut b = Block::new(nodes, "`root`", span);
+    let tables = b
+        .required("tables", "tables = 1;", errs)
+        .and_then(|n| int_value(n, errs));
+    let align = b
+        .required("align", "align = 4K;", errs)
+        .and_then(|n| int_value(n, errs));
+    b.finish(&["tables", "align"], errs);
+    Some((tables?, align?))
+}
+
+fn level(node: &Node, errs: &mut Errors) -> Option<Level> {
+    let name = name_arg(node, errs, "PML4 { ... }");
+    let (nodes, span) = block_of(node, errs)?;
+    let mut b = Block::new(nodes, "a `level`", span);
+    let number = b
+        .required("number", "number = 1;", errs)
+        .and_then(|n| int_value(n, errs));
+    let index = b
+        .required("index", "index = 47:39;", errs)
+        .and_then(|n| bits_value(n, errs));
+    let leaf = b.one("leaf", errs).and_then(|n| int_value(n, errs));
+    b.finish(&["number", "index", "leaf"], errs);
+    Some(Level {
+        name: name?,
+        docs: node.docs.clone(),
+        number: number?,
+        index: index?,
+        leaf,
+    })
+}
+
+fn flag(node: &Node, errs: &mut Errors) -> Option<Flag> {
+    let name = name_arg(node, errs, "R = 0;");
+    let Body::Value(v, _) = &node.body else {
+        errs.error(
+            node.span(),
+            "a single-bit flag is written `bit NAME = position;`",
+        );
+        return None;
+    };
+    let span = first_span(v);
+    let bit = single_token(v).as_ref().and_then(lit_int);
+    if bit.is_none() {
+        errs.error(
+            span,
+            "a flag's position is an integer bit number, such as `bit R = 0;`",
+        );
+    }
+    Some(Flag {
+        name: name?,
+        docs: node.docs.clone(),
+        bit: Spanned { value: bit?, span },
+    })
+}
+
+fn field(node: &Node, errs: &mut Errors) -> Option<Field> {
+    let name = name_arg(node, errs, "memtype { ... }");
+    let (nodes, span) = block_of(node, errs)?;
+    let mut b = Block::new(nodes, "a `field`", span);
+    let bits = b
+        .required("bits", "bits = 5:3;", errs)
+        .and_then(|n| bits_value(n, errs));
+    let ty = b
+        .required("type", "type = EptMemoryType;", errs)
+        .and_then(|n| ident_value(n, errs));
+    let values = b.required("values", "values { WB = 6; }", errs);
+    b.finish(&["bits", "type", "values"], errs);
+    let (vnodes, vspan) = block_of(values?, errs)?;
+    let mut variants = Vec::new();
+    for v in vnodes {
+        no_args(v, errs);
+        if let Some(value) = int_value(v, errs) {
+            variants.push(Variant {
+                name: v.key.clone(),
+                docs: v.docs.clone(),
+                value,
+            });
+        }
+    }
+    if variants.is_empty() {
+        errs.error(
+            vspan,
+            "a field needs at least one value: `values { NAME = encoding; }`",
+        );
+    }
+    Some(Field {
+        name: name?,
+        docs: node.docs.clone(),
+        bits: bits?,
+        ty: ty?,
+        variants,
+    })
+}
+
+fn output_address(node: &Node, errs: &mut Errors) -> Option<OutputAddress> {
+    no_args(node, errs);
+    let (nodes, span) = block_of(node, errs)?;
+    let mut b = Block::new(nodes, "`output_address`", span);
+    let bits = b
+        .required("bits", "bits = 51:12;", errs)
+        .and_then(|n| bits_value(n, errs));
+    let pa_low_bit = b
+        .required("pa_low_bit", "pa_low_bit = 12;", errs)
+        .and_then(|n| int_value(n, errs));
+    b.finish(&["bits", "pa_low_bit"], errs);
+    Some(OutputAddress {
+        bits: bits?,
+        pa_low_bit: pa_low_bit?,
+        span: node.span(),
+    })
+}
+
+fn kind(node: &Node, errs: &mut Errors) -> Option<Kind> {
+    no_args(node, errs);
+    let (nodes, span) = block_of(node, errs)?;
+    let mut b = Block::new(nodes, "a descriptor kind", span);
+    let is = b
+        .required("is", "is = all(PS);", errs)
+        .and_then(|n| pred_value(n, errs));
+    let set = b.required("set", "set = [R, W, X];", errs).and_then(|n| {
+        let v = value_of(n, errs, "[A, B]")?;
+        let mut out = Vec::new();
+        for item in list_items(v, errs, "set")? {
+            out.extend(assigns(&item, errs)?);
+        }
+        Some(out)
+    });
+    b.finish(&["is", "set"], errs);
+    Some(Kind {
+        is: is?,
+        set: set?,
+        span: node.span(),
+    })
+}
+
+fn descriptors(node: &Node, errs: &mut Errors) -> Option<Descriptors> {
+    no_args(node, errs);
+    let (nodes, span) = block_of(node, errs)?;
+    let mut b = Block::new(nodes, "`descriptors`", span);
+    let cite = opt_cite(&mut b, errs);
+    let present = b
+        .required("present", "present = all(V);", errs)
+        .and_then(|n| pred_value(n, errs));
+    let table = b
+        .required("table", "table { is = ...; set = [...]; }", errs)
+        .and_then(|n| kind(n, errs));
+    let block = b.one("block", errs).map(|n| kind(n, errs));
+    let page = b
+        .required("page", "page { is = ...; set = [...]; }", errs)
+        .and_then(|n| kind(n, errs));
+    b.finish(&["cite", "present", "table", "block", "page"], errs);
+    let block = match block {
+        Some(k) => Some(k?),
+        None => None,
+    };
+    Some(Descriptors {
+        cite,
+        present: present?,
+        table: table?,
+        block,
+        page: page?,
+    })
+}
+
+fn permissions(node: &Node, errs: &mut Errors) -> Option<Permissions> {
+    no_args(node, errs);
+    let (nodes, span) = block_of(node, errs)?;
+    let mut b = Block::new(nodes, "`permissions`", span);
+    let cite = opt_cite(&mut b, errs);
+    let ignore = match b.one("ignore", errs) {
+        Some(n) => value_of(n, errs, "[USER]")
+            .and_then(|v| mflag_list(v, errs, "ignore", false))
+            .map(|l| l.into_iter().map(|(f, _)| f).collect())
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let mappings: Vec<Mapping> = b
+        .all("map")
+        .into_iter()
+        .filter_map(|n| mapping(n, errs))
+        .collect();
+    let forbids: Vec<Forbid> = b
+        .all("forbid")
+        .into_iter()
+        .filter_map(|n| forbid(n, errs))
+        .collect();
+    b.finish(&["cite", "ignore", "map", "forbid"], errs);
+    Some(Permissions {
+        cite,
+        ignore,
+        mappings,
+        forbids,
+    })
+}
+
+/// `map READ = R;` (one flag to one bit) or
+/// `map [READ, WRITE] { when [] = s2ap: NoAccess; ... }`.
+fn mapping(node: &Node, errs: &mut Errors) -> Option<Mapping> {
+    let head: TokenStream = node.args.iter().cloned().collect();
+    let span = node.span();
+    match &node.body {
+        Body::Value(v, _) => {
+            let (f, pos) = mflag(&head, errs)?;
+            if !pos {
+                errs.error(f.span, "`!` is not allowed in a `map` head");
+                return None;
+            }
+            let assigns = assigns(v, errs)?;
+            Some(Mapping {
+                governs: vec![f],
+                rows: vec![
+                    Row {
+                        flags: vec![],
+                        assigns: vec![],
+                        span,
+                    },
+                    Row {
+                        flags: vec![f],
+                        assigns,
+                        span: first_span(v),
+                    },
+                ],
+                span,
+            })
+        }
+        Body::Block(nodes, _) => {
+            let governs: Vec<Spanned<MFlag>> = mflag_list(&head, errs, "map", false)?
+                .into_iter()
+                .map(|(f, _)| f)
+                .collect();
+            let mut rows = Vec::new();
+            for n in nodes {
+                if n.key != "when" {
+                    errs.error(
+                        n.span(),
+                        "a `map` block holds rows written `when [FLAGS] = encoding;`",
+                    );
+                    continue;
+                }
+                let args: TokenStream = n.args.iter().cloned().collect();
+                let Body::Value(v, _) = &n.body else {
+                    errs.error(n.span(), "a row is written `when [FLAGS] = encoding;`");
+                    continue;
+                };
+                let Some(flags) = mflag_list(&args, errs, "when", false) else {
+                    continue;
+                };
+                let Some(assigns) = assigns(v, errs) else {
+                    continue;
+                };
+                rows.push(Row {
+                    flags: flags.into_iter().map(|(f, _)| f).collect(),
+                    assigns,
+                    span: n.span(),
+                });
+            }
+            Some(Mapping {
+                governs,
+                rows,
+                span,
+            })
+        }
+        Body::Empty => {
+            errs.error(
+                span,
+                "write `map FLAG = BIT;` or `map [FLAGS] { when [...] = ...; }`",
+            );
+            None
+        }
+    }
+}
+
+fn forbid(node: &Node, errs: &mut Errors) -> Option<Forbid> {
+    let name = name_arg(node, errs, "write_without_read { ... }");
+    let (nodes, span) = block_of(node, errs)?;
+    let mut b = Block::new(nodes, "a `forbid`", span);
+    let flags = b
+        .required("flags", "flags = [WRITE, !READ];", errs)
+        .and_then(|n| value_of(n, errs, "[WRITE, !READ]"))
+        .and_then(|v| mflag_list(v, errs, "flags", true));
+    let reason = b
+        .required("reason", "reason = \"...\";", errs)
+        .and_then(|n| str_value(n, errs));
+    b.finish(&["flags", "reason"], errs);
+    Some(Forbid {
+        name: name?,
+        flags: flags?,
+        reason: reason?,
+    })
+}
+
+fn param(node: &Node, errs: &mut Errors) -> Option<Param> {
+    let name = name_arg(node, errs, "vmid { width = 8; }");
+    let (nodes, span) = block_of(node, errs)?;
+    let mut b = Block::new(nodes, "a `param`", span);
+    let width = b
+        .required("width", "width = 8;", errs)
+        .and_then(|n| int_value(n, errs));
+    b.finish(&["width"], errs);
+    Some(Param {
+        name: name?,
+        docs: node.docs.clone(),
+        width: width?,
+    })
+}
+
+fn register(node: &Node, errs: &mut Errors) -> Option<Register> {
+    let name = name_arg(node, errs, "EPTP { ... }");
+    let (nodes, span) = block_of(node, errs)?;
+    let mut b = Block::new(nodes, "a `register`", span);
+    let cite = opt_cite(&mut b, errs);
+    let root = b
+        .one("root", errs)
+        .and_then(|n| bool_value(n, errs))
+        .map(|b| b.value)
+        .unwrap_or(false);
+    let fields: Vec<RegField> = b
+        .all("field")
+        .into_iter()
+        .filter_map(|n| reg_field(n, errs))
+        .collect();
+    b.finish(&["cite", "root", "field"], errs);
+    Some(Register {
+        name: name?,
+        docs: node.docs.clone(),
+        cite,
+        root,
+        fields,
+    })
+}
+
+fn reg_field(node: &Node, errs: &mut Errors) -> Option<RegField> {
+    let name = name_arg(node, errs, "t0sz { bits = 5:0; value = 64 - input_bits; }");
+    let (nodes, span) = block_of(node, errs)?;
+    let mut b = Block::new(nodes, "a register `field`", span);
+    let bits = b
+        .required("bits", "bits = 5:0;", errs)
+        .and_then(|n| bits_value(n, errs));
+    let value = b
+        .required("value", "value = 64 - input_bits;", errs)
+        .and_then(|n| value_of(n, errs, "an expression"))
+        .and_then(|v| match syn::parse2::<syn::Expr>(v.clone()) {
+            Ok(e) => Expr::from_syn(&e, errs),
+            Err(e) => {
+                errs.push(e);
+                None
+            }
+        });
+    b.finish(&["bits", "value"], errs);
+    Some(RegField {
+        name: name?,
+        docs: node.docs.clone(),
+        bits: bits?,
+        value: value?,
+    })
+}
+
+fn flush(node: &Node, errs: &mut Errors) -> Option<Flush> {
+    no_args(node, errs);
+    let (nodes, span) = block_of(node, errs)?;
+    let mut b = Block::new(nodes, "`flush`", span);
+    let cite = opt_cite(&mut b, errs);
+    let on_map = b
+        .required("invalidate_on_map", "invalidate_on_map = false;", errs)
+        .and_then(|n| bool_value(n, errs));
+    let page = b
+        .required(
+            "page",
+            "page { before = [...]; each = [...]; after = [...]; }",
+            errs,
+        )
+        .and_then(|n| recipe(n, errs));
+    let context = b
+        .required("context", "context { after = [...]; }", errs)
+        .and_then(|n| recipe(n, errs));
+    let all = b
+        .required("all", "all { after = [...]; }", errs)
+        .and_then(|n| recipe(n, errs));
+    b.finish(
+        &["cite", "invalidate_on_map", "page", "context", "all"],
+        errs,
+    );
+    Some(Flush {
+        cite,
+        invalidate_on_map: on_map?,
+        page: page?,
+        context: context?,
+        all: all?,
+    })
+}
+
+fn recipe(node: &Node, errs: &mut Errors) -> Option<Recipe> {
+    no_args(node, errs);
+    let (nodes, span) = block_of(node, errs)?;
+    let mut b = Block::new(nodes, "a flush recipe", span);
+    let current = b.one("current", errs).and_then(|n| ident_value(n, errs));
+    let steps = |key: &str, b: &mut Block, errs: &mut Errors| -> Vec<Step> {
+        let Some(n) = b.one(key, errs) else {
+            return Vec::new();
+        };
+        let Some(v) = value_of(n, errs, "[dsb_ish, isb]") else {
+            return Vec::new();
+        };
+        let Some(items) = list_items(v, errs, key) else {
+            return Vec::new();
+        };
+        items.iter().filter_map(|i| step(i, errs)).collect()
+    };
+    let before = steps("before", &mut b, errs);
+    let each = steps("each", &mut b, errs);
+    let after = steps("after", &mut b, errs);
+    b.finish(&["current", "before", "each", "after"], errs);
+    Some(Recipe {
+        current,
+        before,
+        each,
+        after,
+    })
+}
+
+fn step(ts: &TokenStream, errs: &mut Errors) -> Option<Step> {
+    let toks: Vec<TokenTree> = ts.clone().into_iter().collect();
+    match toks.as_slice() {
+        [TokenTree::Ident(instr)] => Some(Step {
+            instr: instr.clone(),
+            operands: vec![],
+        }),
+        [TokenTree::Ident(instr), TokenTree::Group(g)]
+            if g.delimiter() == proc_macro2::Delimiter::Parenthesis =>
+        {
+            let mut operands = Vec::new();
+            for op in split_commas(g.stream()) {
+                operands.push(operand(&op, errs)?);
+            }
+            Some(Step {
+                instr: instr.clone(),
+                operands,
+            })
+        }
+        _ => {
+            errs.error(first_span(ts), "a flush step is an instruction name with optional operands, `tlbi_ipas2e1is(gpa >> 12)`");
+            None
+        }
+    }
+}
+
+fn operand(ts: &TokenStream, errs: &mut Errors) -> Option<Operand> {
+    let toks: Vec<TokenTree> = ts.clone().into_iter().collect();
+    let span = first_span(ts);
+    match toks.as_slice() {
+        [t] if lit_int(t) == Some(0) => Some(Operand::Zero(span)),
+        [TokenTree::Ident(id)] if id == "gpa" => Some(Operand::Gpa(0, span)),
+        [TokenTree::Ident(id)] => Some(Operand::Name(id.clone())),
+        [TokenTree::Ident(id), TokenTree::Punct(a), TokenTree::Punct(b), n]
+            if id == "gpa" && a.as_char() == '>' && b.as_char() == '>' =>
+        {
+            match lit_int(n) {
+                Some(s) if s < 64 => Some(Operand::Gpa(s as u32, span)),
+                _ => {
+                    errs.error(n.span(), "shift amount must be an integer below 64");
+                    None
+                }
+            }
+        }
+        _ => {
+            errs.error(
+                span,
+                "an operand is `0`, `gpa`, `gpa >> N`, a `param` name or a `register` name",
+            );
+            None
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! The error type of every table operation.
+
+use crate::addr::{GuestPhysAddr, HostPhysAddr};
+use core::fmt;
+use page_table_entry::MappingFlags;
+
+/// Why a table operation was refused. A refused operation changes no
+/// mapping.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Error {
+    /// A guest-physical address is not aligned to the page size it is used
+    /// with.
+    MisalignedGpa {
+        /// The address.
+        gpa: GuestPhysAddr,
+        /// The alignment it needed.
+        align: usize,
+    },
+    /// A host-physical address is not aligned to the page size it is used
+    /// with.
+    MisalignedHpa {
+        /// The address.
+        hpa: HostPhysAddr,
+        /// The alignment it needed.
+        align: usize,
+    },
+    /// A size is zero or not a multiple of the format's granule.
+    BadSize {
+        /// The size.
+        size: usize,
+        /// The granule it must be a multiple of.
+        granule: usize,
+    },
+    /// The format has no leaf of this page size.
+    UnsupportedPageSize {
+        /// The size asked for.
+        size: usize,
+    },
+    /// A guest-physical address (or the end of a range) lies beyond the
+    /// format's input width. It is never truncated into range.
+    GpaOutOfRange {
+        /// The first offending address.
+        gpa: GuestPhysAddr,
+        /// The format's input width in bits.
+        input_bits: u32,
+    },
+    /// A host-physical address (or the end of a range) lies beyond the
+    /// format's output width.
+    HpaOutOfRange {
+        /// The first offending address.
+        hpa: HostPhysAddr,
+        /// The format's output width in bits.
+        output_bits: u32,
+    },
+    /// Part of the range is already mapped.
+    AlreadyMapped {
+        /// The first mapped guest-physical address found.
+        gpa: GuestPhysAddr,
+    },
+    /// Part of the range is not mapped.
+    NotMapped {
+        /// The first unmapped guest-physical address found.
+        gpa: GuestPhysAddr,
+    },
+    /// The operation would cover only part of a huge page (block); npt does
+    /// not split blocks implicitly.
+    SplitsHugePage {
+        /// The base of the huge page.
+        gpa: GuestPhysAddr,
+        /// Its size.
+        size: usize,
+    },
+    /// The format cannot encode this combination of flags.
+    IllegalFlags {
+        /// The flags asked for.
+        flags: MappingFlags,
+        /// Why, in the manual's terms.
+        reason: &'static str,
+    },
+    /// The frame allocator returned no frame (or a frame the format cannot
+    /// address).
+    NoMemory,
+    /// A root-register parameter (a VMID, say) does not fit its field.
+    ParamOutOfRange {
+        /// The parameter's name in the spec.
+        param: &'static str,
+        /// The value given.
+        value: u64,
+        /// Its width in bits.
+        width: u32,
+    },
+    /// A root-register field cannot hold its value.
+    RegisterField {
+        /// The register.
+        register: &'static str,
+        /// The field.
+        field: &'static str,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::MisalignedGpa { gpa, align } => write!(
+                f,
+                "guest-physical address {gpa:?} is not aligned to {align:#x}"
+            ),
+            Error::MisalignedHpa { hpa, align } => write!(
+                f,
+                "host-physical address {hpa:?} is not aligned to {align:#x}"
+            ),
+            Error::BadSize { size, granule } => write!(
+                f,
+                "size {size:#x} is not a non-zero multiple of {granule:#x}"
+            ),
+            Error::UnsupportedPageSize { size } => {
+                write!(f, "the format has no {size:#x}-byte leaf")
+            }
+            Error::GpaOutOfRange { gpa, input_bits } => write!(
+                f,
+                "guest-physical address {gpa:?} is beyond the {input_bits}-bit input range"
+            ),
+            Error::HpaOutOfRange { hpa, output_bits } => write!(
+                f,
+                "host-physical address {hpa:?} is beyond the {output_bits}-bit output range"
+            ),
+            Error::AlreadyMapped { gpa } => write!(f, "{gpa:?} is already mapped"),
+            Error::NotMapped { gpa } => write!(f, "{gpa:?} is not mapped"),
+            Error::SplitsHugePage { gpa, size } => write!(
+                f,
+                "the operation covers only part of the {size:#x}-byte huge page at {gpa:?}"
+            ),
+            Error::IllegalFlags { flags, reason } => {
+                write!(f, "flags {flags:?} cannot be mapped: {reason}")
+            }
+            Error::NoMemory => write!(f, "the frame allocator is exhausted"),
+            Error::ParamOutOfRange {
+                param,
+                value,
+                width,
+            } => write!(f, "{param} = {value:#x} does not fit in {width} bits"),
+            Error::RegisterField { register, field } => {
+                write!(f, "{register}.{field} cannot hold its value")
+            }
+        }
+    }
+}
+
+impl core::error::Error for Error {}
+
+/// Why a TLB invalidation could not be carried out.
+#[derive(Debug)]
+pub enum FlushError {
+    /// The recipe names an instruction of another architecture than the one
+    /// this code runs on (use a recorder, or flush on the format's own host).
+    ForeignInstruction(crate::flush::Instr),
+    /// The recipe needs a context register this architecture does not have.
+    ForeignRegister(crate::flush::ContextRegister),
+    /// INVEPT failed (Intel SDM Vol. 3C, "Conventions" of the VMX
+    /// instruction reference: VMfailInvalid or VMfailValid).
+    #[cfg(target_arch = "x86_64")]
+    VmFail(x86::vmx::VmFail),
+}
+
+impl fmt::Display for FlushError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FlushError::ForeignInstruction(i) => write!(f, "{i:?} cannot run on this architecture"),
+            FlushError::ForeignRegister(r) => {
+                write!(f, "{r:?} does not exist on this architecture")
+            }
+            #[cfg(target_arch = "x86_64")]
+            FlushError::VmFail(e) => write!(f, "INVEPT failed: {e:?}"),
+        }
+    }
+}
+
+impl core::error::Error for FlushError {}

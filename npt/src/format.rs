@@ -1,0 +1,312 @@
+//! What a format is, as data: the generator turns each spec into a
+//! [`Layout`] and a [`FlushSpec`], and the engine in [`crate::table`] is
+//! driven by them alone.
+
+use crate::error::Error;
+use crate::flush::FlushSpec;
+use core::fmt::Debug;
+use page_table_entry::MappingFlags;
+
+/// A predicate over an entry's bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pred {
+    /// Always true.
+    Always,
+    /// At least one of the bits is set.
+    Any(u64),
+    /// All of the bits are set.
+    All(u64),
+    /// None of the bits is set.
+    None(u64),
+}
+
+impl Pred {
+    /// Whether `raw` satisfies the predicate.
+    #[inline]
+    pub const fn holds(self, raw: u64) -> bool {
+        match self {
+            Pred::Always => true,
+            Pred::Any(m) => raw & m != 0,
+            Pred::All(m) => raw & m == m,
+            Pred::None(m) => raw & m == 0,
+        }
+    }
+}
+
+/// How one kind of descriptor (table, block, page) is recognised and built.
+#[derive(Clone, Copy, Debug)]
+pub struct DescriptorKind {
+    /// Recognises the kind among present descriptors.
+    pub is: Pred,
+    /// The bits building one always sets.
+    pub set: u64,
+}
+
+/// One level of the walk, root first.
+#[derive(Clone, Copy, Debug)]
+pub struct Level {
+    /// The manual's name for this level's table (PML4, L1, ...).
+    pub name: &'static str,
+    /// The manual's number for the level.
+    pub number: u8,
+    /// The lowest input-address bit this level indexes.
+    pub shift: u32,
+    /// How many input-address bits this level indexes.
+    pub index_bits: u32,
+    /// Whether an entry at this level may be a leaf.
+    pub leaf: bool,
+}
+
+impl Level {
+    /// The bytes one entry of this level spans.
+    #[inline]
+    pub const fn span(&self) -> usize {
+        1 << self.shift
+    }
+
+    /// The number of entries in this level's table (all root tables
+    /// together for the root).
+    #[inline]
+    pub const fn entries(&self) -> usize {
+        1 << self.index_bits
+    }
+
+    /// The index of `gpa` at this level.
+    #[inline]
+    pub const fn index(&self, gpa: usize) -> usize {
+        (gpa >> self.shift) & (self.entries() - 1)
+    }
+}
+
+/// The shape of a format's walk.
+#[derive(Clone, Copy, Debug)]
+pub struct Geometry {
+    /// log2 of the granule (table and smallest page size).
+    pub granule_shift: u32,
+    /// Width of guest-physical addresses.
+    pub input_bits: u32,
+    /// Width of host-physical addresses.
+    pub output_bits: u32,
+    /// Granule-sized tables making up the root (more than one when roots
+    /// are concatenated).
+    pub root_tables: usize,
+    /// Alignment of the root.
+    pub root_align: usize,
+    /// The levels, root first.
+    pub levels: &'static [Level],
+}
+
+impl Geometry {
+    /// The granule in bytes.
+    #[inline]
+    pub const fn granule(&self) -> usize {
+        1 << self.granule_shift
+    }
+
+    /// The level index (root = 0) whose leaves are `size` bytes.
+    pub fn leaf_level(&self, size: usize) -> Option<usize> {
+        self.levels.iter().position(|l| l.leaf && l.span() == size)
+    }
+
+    /// One past the highest guest-physical address.
+    #[inline]
+    pub const fn input_limit(&self) -> u128 {
+        1u128 << self.input_bits
+    }
+
+    /// One past the highest host-physical address.
+    #[inline]
+    pub const fn output_limit(&self) -> u128 {
+        1u128 << self.output_bits
+    }
+}
+
+/// Where the output address sits in a descriptor.
+#[derive(Clone, Copy, Debug)]
+pub struct AddressField {
+    /// The field's lowest bit in the entry.
+    pub lo: u32,
+    /// The field's width.
+    pub width: u32,
+    /// The physical-address bit the field's lowest bit stands for.
+    pub pa_shift: u32,
+}
+
+impl AddressField {
+    /// The field's mask within the entry.
+    #[inline]
+    pub const fn mask(&self) -> u64 {
+        (((1u128 << self.width) - 1) as u64) << self.lo
+    }
+
+    /// The field's bits for `pa` (which the caller has range-checked and
+    /// aligned).
+    #[inline]
+    pub const fn encode(&self, pa: u64) -> u64 {
+        ((pa >> self.pa_shift) << self.lo) & self.mask()
+    }
+
+    /// The physical address in `raw`.
+    #[inline]
+    pub const fn decode(&self, raw: u64) -> u64 {
+        ((raw & self.mask()) >> self.lo) << self.pa_shift
+    }
+}
+
+/// A combination of `MappingFlags` the format cannot encode, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Illegal {
+    /// The reason, in the manual's terms.
+    pub reason: &'static str,
+}
+
+/// Reads one group of `MappingFlags` back from an entry: when
+/// `raw & mask == value`, the entry carries `flags`.
+#[derive(Clone, Copy, Debug)]
+pub struct DecodeRule {
+    /// Bits the group's encodings use.
+    pub mask: u64,
+    /// The encoding of this row.
+    pub value: u64,
+    /// `MappingFlags` bits this row stands for.
+    pub flags: usize,
+}
+
+/// Everything the engine needs to know about a format's descriptors.
+#[derive(Clone, Copy, Debug)]
+pub struct Layout {
+    /// The format's name.
+    pub name: &'static str,
+    /// The walk.
+    pub geometry: Geometry,
+    /// Recognises a present (valid) descriptor.
+    pub present: Pred,
+    /// Table descriptors.
+    pub table: DescriptorKind,
+    /// Leaves above the last level, if any level there holds leaves.
+    pub block: Option<DescriptorKind>,
+    /// Leaves at the last level.
+    pub page: DescriptorKind,
+    /// The output address.
+    pub address: AddressField,
+    /// `MappingFlags` bits the format ignores.
+    pub ignored: usize,
+    /// Attribute bits for each `MappingFlags` combination (indexed by the
+    /// flags' bits with ignored flags cleared), or why it is illegal.
+    pub leaf_attrs: [Result<u64, Illegal>; 64],
+    /// Every bit a permission or memory-type mapping may set.
+    pub attr_mask: u64,
+    /// Rules that read `MappingFlags` back, grouped per mapping.
+    pub decode: &'static [&'static [DecodeRule]],
+}
+
+/// What one descriptor is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// Not present.
+    Invalid,
+    /// Present but not a valid descriptor at this level (a reserved
+    /// encoding).
+    Reserved,
+    /// A pointer to the next level's table.
+    Table(u64),
+    /// A leaf (block or page) mapping the output address.
+    Leaf(u64),
+}
+
+impl Layout {
+    /// Classifies `raw` found at `level` (root = 0).
+    #[inline]
+    pub fn decode(&self, raw: u64, level: usize) -> Decoded {
+        if !self.present.holds(raw) {
+            return Decoded::Invalid;
+        }
+        let last = level + 1 == self.geometry.levels.len();
+        let pa = self.address.decode(raw);
+        if last {
+            return if self.page.is.holds(raw) {
+                Decoded::Leaf(pa)
+            } else {
+                Decoded::Reserved
+            };
+        }
+        if self.geometry.levels[level].leaf {
+            if let Some(block) = self.block {
+                if block.is.holds(raw) {
+                    return Decoded::Leaf(pa);
+                }
+            }
+        }
+        if self.table.is.holds(raw) {
+            Decoded::Table(pa)
+        } else {
+            Decoded::Reserved
+        }
+    }
+
+    /// The attribute bits for `flags`, or why they are illegal.
+    #[inline]
+    pub fn attrs(&self, flags: MappingFlags) -> Result<u64, Error> {
+        let idx = flags.bits() & !self.ignored & 0x3f;
+        self.leaf_attrs[idx].map_err(|e| Error::IllegalFlags {
+            flags,
+            reason: e.reason,
+        })
+    }
+
+    /// A leaf at `level` mapping `pa` with attribute bits `attrs`.
+    #[inline]
+    pub fn leaf(&self, level: usize, pa: u64, attrs: u64) -> u64 {
+        let kind = if level + 1 == self.geometry.levels.len() {
+            self.page
+        } else {
+            self.block.unwrap_or(self.page)
+        };
+        attrs | kind.set | self.address.encode(pa)
+    }
+
+    /// A table descriptor pointing at `pa`.
+    #[inline]
+    pub fn table(&self, pa: u64) -> u64 {
+        self.table.set | self.address.encode(pa)
+    }
+
+    /// The `MappingFlags` a leaf carries.
+    pub fn flags(&self, raw: u64) -> MappingFlags {
+        let mut bits = 0;
+        for group in self.decode {
+            if let Some(rule) = group.iter().find(|r| raw & r.mask == r.value) {
+                bits |= rule.flags;
+            }
+        }
+        MappingFlags::from_bits_truncate(bits)
+    }
+
+    /// Whether `raw`, present at a level above the last, is a block.
+    #[inline]
+    pub fn is_block(&self, raw: u64) -> bool {
+        match self.block {
+            Some(b) => self.present.holds(raw) && b.is.holds(raw),
+            None => false,
+        }
+    }
+}
+
+/// A nested-page-table format: the generator implements this for the format
+/// type of each spec.
+pub trait Format: 'static + Send + Sync {
+    /// The format's name.
+    const NAME: &'static str;
+    /// The descriptor layout and geometry.
+    const LAYOUT: Layout;
+    /// The TLB invalidation recipes.
+    const FLUSH: FlushSpec;
+    /// The entry type.
+    type Entry: Copy + Debug + From<u64> + Into<u64>;
+    /// Parameters of the root register (VMID and the like).
+    type Params: Copy + Debug + Default + Send + Sync;
+
+    /// Checks `params` and computes, for a root table at `root_pa`, the
+    /// values flush recipes refer to by name (the root register first).
+    fn context(root_pa: u64, params: &Self::Params) -> Result<crate::flush::Context, Error>;
+}

@@ -1,0 +1,75 @@
+//! The instruction wrappers flush recipes name, executed on the running
+//! host. Each architecture's wrappers live in their own module and are
+//! compiled only on that architecture; elsewhere they report
+//! [`FlushError::ForeignInstruction`].
+
+use crate::error::FlushError;
+use crate::flush::{ContextRegister, FlushExecutor, Issued};
+
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
+#[cfg(target_arch = "riscv64")]
+mod riscv64;
+#[cfg(target_arch = "x86_64")]
+mod x86_64;
+
+#[cfg(target_arch = "aarch64")]
+use aarch64 as native;
+#[cfg(target_arch = "riscv64")]
+use riscv64 as native;
+#[cfg(target_arch = "x86_64")]
+use x86_64 as native;
+
+/// Executes recipe instructions on this CPU.
+///
+/// The instructions are privileged: run flushes only where the format's
+/// hypervisor runs (VMX root operation, EL2, HS-mode).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Host;
+
+#[cfg(not(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64"
+)))]
+mod native {
+    use super::*;
+    pub fn execute(op: Issued) -> Result<(), FlushError> {
+        Err(FlushError::ForeignInstruction(op.instr))
+    }
+    pub fn read_context(_: ContextRegister) -> Option<u64> {
+        None
+    }
+    pub unsafe fn write_context(_: ContextRegister, _: u64) {}
+}
+
+impl FlushExecutor for Host {
+    fn execute(&mut self, op: Issued) -> Result<(), FlushError> {
+        native::execute(op)
+    }
+
+    fn switch_context(
+        &mut self,
+        reg: ContextRegister,
+        value: u64,
+    ) -> Result<Option<u64>, FlushError> {
+        let Some(old) = native::read_context(reg) else {
+            return Err(FlushError::ForeignRegister(reg));
+        };
+        if old == value {
+            return Ok(None);
+        }
+        // SAFETY: the recipe's context register is written with this
+        // table's root-register value for the duration of the recipe and
+        // restored right after; the caller runs at the privilege level the
+        // format's recipes require.
+        unsafe { native::write_context(reg, value) };
+        Ok(Some(old))
+    }
+
+    fn restore_context(&mut self, reg: ContextRegister, old: u64) -> Result<(), FlushError> {
+        // SAFETY: puts back the value read by `switch_context`.
+        unsafe { native::write_context(reg, old) };
+        Ok(())
+    }
+}

@@ -1,0 +1,62 @@
+//! INVEPT (Intel SDM Vol. 3C, VMX instruction reference, "INVEPT —
+//! Invalidate Translations Derived from EPT").
+
+use crate::error::FlushError;
+use crate::flush::{Arg, ContextRegister, Instr, Issued};
+use x86::vmx::VmFail;
+
+/// IA32_VMX_EPT_VPID_CAP bit 25: single-context INVEPT supported
+/// (SDM Vol. 3D, Appendix A.10).
+const CAP_INVEPT_SINGLE: u64 = 1 << 25;
+
+/// Runs INVEPT of `ty` (1 single-context, 2 all-context) with a 128-bit
+/// descriptor holding `eptp` in bits 63:0 and zero in bits 127:64.
+fn invept(ty: u64, eptp: u64) -> Result<(), VmFail> {
+    let desc: [u64; 2] = [eptp, 0];
+    let rflags: u64;
+    // SAFETY: INVEPT reads the 16-byte descriptor and changes no memory; it
+    // is valid in VMX root operation, which the caller of a flush is in.
+    unsafe {
+        core::arch::asm!(
+            "invept {ty}, [{desc}]",
+            "pushfq",
+            "pop {rflags}",
+            ty = in(reg) ty,
+            desc = in(reg) desc.as_ptr(),
+            rflags = lateout(reg) rflags,
+        );
+    }
+    // VMfailInvalid sets CF (bit 0); VMfailValid sets ZF (bit 6).
+    if rflags & 1 != 0 {
+        Err(VmFail::VmFailInvalid)
+    } else if rflags & (1 << 6) != 0 {
+        Err(VmFail::VmFailValid)
+    } else {
+        Ok(())
+    }
+}
+
+fn single_context_supported() -> bool {
+    // SAFETY: reading a VMX capability MSR has no side effects; it exists on
+    // every CPU that supports EPT.
+    let cap = unsafe { x86::msr::rdmsr(x86::msr::IA32_VMX_EPT_VPID_CAP) };
+    cap & CAP_INVEPT_SINGLE != 0
+}
+
+pub fn execute(op: Issued) -> Result<(), FlushError> {
+    match (op.instr, op.args[0]) {
+        (Instr::InveptSingleContext, Arg::Value(eptp)) if single_context_supported() => {
+            invept(1, eptp).map_err(FlushError::VmFail)
+        }
+        (Instr::InveptSingleContext, _) | (Instr::InveptAllContext, _) => {
+            invept(2, 0).map_err(FlushError::VmFail)
+        }
+        (other, _) => Err(FlushError::ForeignInstruction(other)),
+    }
+}
+
+pub fn read_context(_: ContextRegister) -> Option<u64> {
+    None
+}
+
+pub unsafe fn write_context(_: ContextRegister, _: u64) {}

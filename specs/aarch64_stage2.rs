@@ -1,0 +1,270 @@
+// Arm stage-2 translation (VMSAv8-64), 4 KiB granule, descriptors for a
+// 48-bit output address (no FEAT_LPA/LPA2), FEAT_S2FWB not used
+// (HCR_EL2.FWB = 0).
+//
+// Sources (Arm Architecture Reference Manual for A-profile, DDI 0487, K.a):
+// - D8.2 "Translation process": granule, levels, "Concatenated translation
+//   tables" for the initial stage-2 lookup, VTCR_EL2.{T0SZ, SL0};
+// - D8.3 "Translation table descriptor formats": valid bit, table/block/page
+//   encodings at each level, output address bits 47:12;
+// - D8.4 "Memory access control": stage-2 S2AP and XN (FEAT_XNX);
+// - D8.6 "Memory region attributes": stage-2 MemAttr with FEAT_S2FWB
+//   disabled, SH;
+// - D8.5 "Hardware updates": AF (a descriptor with AF = 0 faults on access
+//   unless FEAT_HAFDBS manages it, so npt sets AF = 1);
+// - D8.16 "TLB maintenance" and C5.5 (TLBI IPAS2E1IS, VMALLE1IS,
+//   VMALLS12E1IS, ALLE1IS); D23.2 registers VTTBR_EL2 and VTCR_EL2.
+::npt_macros::format_spec! {
+    /// Arm stage 2, 4 KiB granule, 39-bit IPA: 3 levels starting at level 1
+    /// (VTCR_EL2.T0SZ = 25, SL0 = 1), leaves of 4 KiB, 2 MiB and 1 GiB.
+    format Stage2Ipa39 {
+        cite = "Arm ARM D8.2 and D8.3, stage-2 translation with the 4KB granule";
+        arch = aarch64;
+        entry = Stage2Descriptor;
+        flags = Stage2Flags;
+        params_type = Stage2Params;
+
+        geometry {
+            cite = "Arm ARM D8.2: 4KB granule, level 1 resolves IA[38:30] (T0SZ = 25), level 2 IA[29:21], level 3 IA[20:12]";
+            granule = 4K;
+            input_bits = 39;
+            output_bits = 48;
+            root { tables = 1; align = 4K; }
+            /// Level 1: a block maps 1 GiB.
+            level L1 { number = 1; index = 38:30; leaf = 1G; }
+            /// Level 2: a block maps 2 MiB.
+            level L2 { number = 2; index = 29:21; leaf = 2M; }
+            /// Level 3: a page maps 4 KiB.
+            level L3 { number = 3; index = 20:12; leaf = 4K; }
+        }
+
+        /// Arm stage 2, 4 KiB granule, 40-bit IPA: the initial lookup is at
+        /// level 1 over two concatenated level-1 tables (8 KiB, 8 KiB
+        /// aligned, indexed by IA[39:30]); VTCR_EL2.T0SZ = 24, SL0 = 1.
+        variant Stage2Ipa40 {
+            cite = "Arm ARM D8.2, concatenated translation tables for the initial stage-2 lookup";
+            geometry {
+                granule = 4K;
+                input_bits = 40;
+                output_bits = 48;
+                root { tables = 2; align = 8K; }
+                /// Level 1 over two concatenated tables: a block maps 1 GiB.
+                level L1 { number = 1; index = 39:30; leaf = 1G; }
+                /// Level 2: a block maps 2 MiB.
+                level L2 { number = 2; index = 29:21; leaf = 2M; }
+                /// Level 3: a page maps 4 KiB.
+                level L3 { number = 3; index = 20:12; leaf = 4K; }
+            }
+        }
+
+        /// Arm stage 2, 4 KiB granule, 48-bit IPA: 4 levels starting at
+        /// level 0 (VTCR_EL2.T0SZ = 16, SL0 = 2). Needs a CPU whose PARange
+        /// is 48 bits for the full range.
+        variant Stage2Ipa48 {
+            cite = "Arm ARM D8.2: 4KB granule, level 0 resolves IA[47:39]";
+            geometry {
+                granule = 4K;
+                input_bits = 48;
+                output_bits = 48;
+                root { tables = 1; align = 4K; }
+                /// Level 0: table descriptors only (no blocks with the 4KB granule and 48-bit OA).
+                level L0 { number = 0; index = 47:39; }
+                /// Level 1: a block maps 1 GiB.
+                level L1 { number = 1; index = 38:30; leaf = 1G; }
+                /// Level 2: a block maps 2 MiB.
+                level L2 { number = 2; index = 29:21; leaf = 2M; }
+                /// Level 3: a page maps 4 KiB.
+                level L3 { number = 3; index = 20:12; leaf = 4K; }
+            }
+        }
+
+        /// Valid (bit 0).
+        bit VALID = 0;
+        /// Descriptor type (bit 1): 1 = table at levels 0-2 and page at level
+        /// 3; 0 = block at levels 1-2 (0 at level 3 is reserved).
+        bit TABLE = 1;
+        /// Access flag (bit 10).
+        bit AF = 10;
+        /// Dirty bit modifier (bit 51, FEAT_HAFDBS).
+        bit DBM = 51;
+        /// Contiguous hint (bit 52).
+        bit CONTIGUOUS = 52;
+
+        /// Stage-2 memory attributes, MemAttr[3:0] (bits 5:2), FEAT_S2FWB
+        /// disabled: MemAttr[3:2] = 00 is Device with MemAttr[1:0] the
+        /// Device type; otherwise MemAttr[3:2] is the outer and MemAttr[1:0]
+        /// the inner cacheability (01 Non-cacheable, 10 Write-Through, 11
+        /// Write-Back).
+        field memattr {
+            bits = 5:2;
+            type = MemAttr;
+            values {
+                /// Device-nGnRnE.
+                DeviceNGnRnE = 0b0000;
+                /// Device-nGnRE.
+                DeviceNGnRE = 0b0001;
+                /// Device-nGRE.
+                DeviceNGRE = 0b0010;
+                /// Device-GRE.
+                DeviceGRE = 0b0011;
+                /// Normal, outer and inner Non-cacheable.
+                NormalNonCacheable = 0b0101;
+                /// Normal, outer and inner Write-Through.
+                NormalWriteThrough = 0b1010;
+                /// Normal, outer and inner Write-Back.
+                NormalWriteBack = 0b1111;
+            }
+        }
+
+        /// Stage-2 data access permissions S2AP[1:0] (bits 7:6): S2AP[0]
+        /// grants read, S2AP[1] grants write.
+        field s2ap {
+            bits = 7:6;
+            type = S2Ap;
+            values {
+                /// No data access.
+                NoAccess = 0b00;
+                /// Read-only.
+                ReadOnly = 0b01;
+                /// Write-only.
+                WriteOnly = 0b10;
+                /// Read/write.
+                ReadWrite = 0b11;
+            }
+        }
+
+        /// Shareability SH[1:0] (bits 9:8).
+        field sh {
+            bits = 9:8;
+            type = Shareability;
+            values {
+                /// Non-shareable.
+                NonShareable = 0b00;
+                /// Outer Shareable.
+                OuterShareable = 0b10;
+                /// Inner Shareable.
+                InnerShareable = 0b11;
+            }
+        }
+
+        /// Stage-2 execute-never XN[1:0] (bits 54:53). Without FEAT_XNX only
+        /// bit 54 exists (bit 53 is RES0): 0b00 and 0b10 mean the same on
+        /// every CPU, so npt writes only those two.
+        field xn {
+            bits = 54:53;
+            type = Stage2Xn;
+            values {
+                /// Executable at EL1 and EL0.
+                Executable = 0b00;
+                /// FEAT_XNX: not executable at EL1, executable at EL0.
+                ExecuteNeverEl1 = 0b01;
+                /// Not executable at EL1 or EL0.
+                ExecuteNever = 0b10;
+                /// FEAT_XNX: executable at EL1, not at EL0.
+                ExecuteNeverEl0 = 0b11;
+            }
+        }
+
+        output_address {
+            // 4KB granule, 48-bit OA: OA[47:12] in bits 47:12 (a block's low
+            // OA bits are RES0; npt requires aligned output addresses).
+            bits = 47:12;
+            pa_low_bit = 12;
+        }
+
+        descriptors {
+            cite = "Arm ARM D8.3: bits 1:0 = 0b11 table (levels 0-2) or page (level 3), 0b01 block (levels 1-2), bit 0 = 0 invalid";
+            present = all(VALID);
+            // Stage-2 table descriptors carry no attributes.
+            table { is = all(TABLE); set = [VALID, TABLE]; }
+            block { is = none(TABLE); set = [VALID, AF]; }
+            page { is = all(TABLE); set = [VALID, TABLE, AF]; }
+        }
+
+        permissions {
+            cite = "Arm ARM D8.4 (S2AP, XN) and D8.6 (stage-2 MemAttr, SH)";
+            // Stage 2 applies to EL1 and EL0 alike.
+            ignore = [USER];
+            map [READ, WRITE] {
+                when [] = s2ap: NoAccess;
+                when [READ] = s2ap: ReadOnly;
+                when [WRITE] = s2ap: WriteOnly;
+                when [READ, WRITE] = s2ap: ReadWrite;
+            }
+            map [EXECUTE] {
+                when [] = xn: ExecuteNever;
+                when [EXECUTE] = xn: Executable;
+            }
+            map [DEVICE, UNCACHED] {
+                when [] = memattr: NormalWriteBack, sh: InnerShareable;
+                when [DEVICE] = memattr: DeviceNGnRE, sh: InnerShareable;
+                when [UNCACHED] = memattr: NormalNonCacheable, sh: InnerShareable;
+            }
+            forbid device_and_uncached {
+                flags = [DEVICE, UNCACHED];
+                reason = "DEVICE and UNCACHED name different memory types (Device-nGnRE and Normal Non-cacheable); pass one";
+            }
+            forbid executable_device {
+                flags = [DEVICE, EXECUTE];
+                reason = "npt policy: Device memory is mapped execute-never, as the Arm ARM recommends (B2.7.2); instruction fetches from it are not meaningful";
+            }
+        }
+
+        /// The VMID (8 bits: VTCR_EL2.VS = 0, so this works without
+        /// FEAT_VMID16).
+        param vmid { width = 8; }
+
+        /// Virtualization Translation Table Base Register.
+        register VTTBR_EL2 {
+            cite = "Arm ARM D23.2, VTTBR_EL2";
+            root = true;
+            /// BADDR: the root table's address, bits 47:1 (aligned to the root's size).
+            field baddr { bits = 47:1; value = root_pa >> 1; }
+            /// VMID[7:0].
+            field vmid { bits = 55:48; value = vmid; }
+        }
+
+        /// Virtualization Translation Control Register, matching the geometry.
+        register VTCR_EL2 {
+            cite = "Arm ARM D23.2, VTCR_EL2";
+            /// T0SZ: the IPA is 64 - T0SZ bits.
+            field t0sz { bits = 5:0; value = 64 - input_bits; }
+            /// SL0 with TG0 = 4KB: 0b00 starts at level 2, 0b01 at level 1, 0b10 at level 0.
+            field sl0 { bits = 7:6; value = match start_level { 0 => 2, 1 => 1, 2 => 0 }; }
+            /// IRGN0: Normal, inner Write-Back Read-Allocate Write-Allocate walks.
+            field irgn0 { bits = 9:8; value = 1; }
+            /// ORGN0: Normal, outer Write-Back Read-Allocate Write-Allocate walks.
+            field orgn0 { bits = 11:10; value = 1; }
+            /// SH0: Inner Shareable walks.
+            field sh0 { bits = 13:12; value = 3; }
+            /// TG0: 4KB granule.
+            field tg0 { bits = 15:14; value = 0; }
+            /// PS: physical address size of the output.
+            field ps { bits = 18:16; value = match output_bits { 32 => 0, 36 => 1, 40 => 2, 42 => 3, 44 => 4, 48 => 5, 52 => 6 }; }
+            /// Bit 31 is RES1.
+            field res1 { bits = 31:31; value = 1; }
+        }
+
+        flush {
+            cite = "Arm ARM D8.16 (TLB maintenance) and C5.5: TLBI IPAS2E1IS takes IPA[47:12] in Xt[35:0] and invalidates stage-2-only entries, so cached combined stage-1+2 entries need TLBI VMALLE1IS; both act on the VMID in VTTBR_EL2";
+            // Descriptors that generate a Translation fault are not cached
+            // (D8.16), so making an invalid entry valid needs no TLBI.
+            invalidate_on_map = false;
+            page {
+                current = VTTBR_EL2;
+                before = [dsb_ishst];
+                each = [tlbi_ipas2e1is(gpa >> 12)];
+                after = [dsb_ish, tlbi_vmalle1is, dsb_ish, isb];
+            }
+            context {
+                current = VTTBR_EL2;
+                before = [dsb_ishst];
+                after = [tlbi_vmalls12e1is, dsb_ish, isb];
+            }
+            all {
+                before = [dsb_ishst];
+                after = [tlbi_alle1is, dsb_ish, isb];
+            }
+        }
+    }
+}

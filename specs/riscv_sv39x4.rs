@@ -1,0 +1,142 @@
+// RISC-V G-stage translation, Sv39x4.
+//
+// Sources (The RISC-V Instruction Set Manual, Volume II: Privileged
+// Architecture, 20211203 and later):
+// - Hypervisor extension, "Two-Stage Address Translation" / "Guest
+//   Physical Address Translation": Sv39x4 widens the root index to
+//   GPA[40:30] (11 bits), so the root table is 16 KiB and 16 KiB aligned;
+//   G-stage leaves are checked as U-mode accesses (U must be 1);
+// - Supervisor-level ISA, "Sv39: Page-Based 39-bit Virtual-Memory System"
+//   (PTE format: V R W X U G A D, PPN in bits 53:10 for PA bits 55:12;
+//   R=W=X=0 is a pointer to the next level; W=1 with R=0 is reserved; for
+//   non-leaf PTEs D, A and U are reserved and must be 0);
+// - Svpbmt: PBMT in bits 62:61; Svnapot: N in bit 63;
+// - Hypervisor CSRs: hgatp (MODE 63:60 = 8 for Sv39x4, VMID 57:44, PPN
+//   43:0); "Hypervisor Memory-Management Fence Instructions" (HFENCE.GVMA
+//   takes GPA >> 2 in rs1 and the VMID in rs2).
+::npt_macros::format_spec! {
+    /// RISC-V Sv39x4 G-stage: 41-bit guest-physical addresses, a 16 KiB
+    /// root, leaves of 4 KiB, 2 MiB and 1 GiB.
+    ///
+    /// DEVICE and UNCACHED use Svpbmt's PBMT field: the hypervisor must
+    /// enable Svpbmt for G-stage (menvcfg.PBMTE = 1) before using them.
+    format Sv39x4 {
+        cite = "RISC-V Privileged ISA, Hypervisor extension, Guest Physical Address Translation (Sv39x4)";
+        arch = riscv64;
+        entry = Sv39x4Pte;
+        flags = Sv39x4Flags;
+
+        geometry {
+            cite = "Sv39x4: VPN[2] = GPA[40:30] (11 bits), VPN[1] = GPA[29:21], VPN[0] = GPA[20:12]";
+            granule = 4K;
+            input_bits = 41;
+            output_bits = 56;
+            root { tables = 4; align = 16K; }
+            /// Level 2 (root, 2048 entries over 16 KiB): a leaf is a 1 GiB gigapage.
+            level L2 { number = 2; index = 40:30; leaf = 1G; }
+            /// Level 1: a leaf is a 2 MiB megapage.
+            level L1 { number = 1; index = 29:21; leaf = 2M; }
+            /// Level 0: a leaf is a 4 KiB page.
+            level L0 { number = 0; index = 20:12; leaf = 4K; }
+        }
+
+        /// Valid.
+        bit V = 0;
+        /// Readable.
+        bit R = 1;
+        /// Writable.
+        bit W = 2;
+        /// Executable.
+        bit X = 3;
+        /// User: G-stage accesses are U-mode accesses, so leaves set it.
+        bit U = 4;
+        /// Global (not used by G-stage; left 0).
+        bit G = 5;
+        /// Accessed: preset, since hardware may fault instead of setting it.
+        bit A = 6;
+        /// Dirty: preset, since hardware may fault instead of setting it.
+        bit D = 7;
+        /// NAPOT (Svnapot).
+        bit N = 63;
+
+        /// Page-based memory type (Svpbmt), bits 62:61.
+        field pbmt {
+            bits = 62:61;
+            type = Pbmt;
+            values {
+                /// None: the physical memory attributes apply.
+                PMA = 0;
+                /// Non-cacheable, idempotent, weakly ordered main memory.
+                NC = 1;
+                /// Non-cacheable, non-idempotent, strongly ordered I/O.
+                IO = 2;
+            }
+        }
+
+        output_address {
+            // PPN[2:0] = PTE bits 53:10 hold PA bits 55:12.
+            bits = 53:10;
+            pa_low_bit = 12;
+        }
+
+        descriptors {
+            cite = "Sv39 PTE: V = 0 invalid; R = W = X = 0 points to the next level; otherwise a leaf at any level";
+            present = all(V);
+            // Non-leaf PTEs: D, A and U must be 0.
+            table { is = none(R, W, X); set = [V]; }
+            block { is = any(R, W, X); set = [V, U, A, D]; }
+            page { is = any(R, W, X); set = [V, U, A, D]; }
+        }
+
+        permissions {
+            cite = "Sv39 PTE permission bits and Svpbmt";
+            // Every G-stage leaf is a U-mode page (U = 1).
+            ignore = [USER];
+            map READ = R;
+            map WRITE = W;
+            map EXECUTE = X;
+            map [DEVICE, UNCACHED] {
+                when [] = pbmt: PMA;
+                when [DEVICE] = pbmt: IO;
+                when [UNCACHED] = pbmt: NC;
+            }
+            forbid write_without_read {
+                flags = [WRITE, !READ];
+                reason = "R = 0 with W = 1 is a reserved PTE encoding (RISC-V privileged spec, Sv39)";
+            }
+            forbid no_access {
+                flags = [!READ, !WRITE, !EXECUTE];
+                reason = "a valid PTE with R = W = X = 0 is a pointer to the next table, not a leaf";
+            }
+            forbid device_and_uncached {
+                flags = [DEVICE, UNCACHED];
+                reason = "DEVICE and UNCACHED name different memory types (PBMT IO and NC); pass one";
+            }
+        }
+
+        /// The VMID (VMIDLEN is at most 14 on RV64; write all ones to hgatp.VMID and read back to find the implemented width).
+        param vmid { width = 14; }
+
+        /// Hypervisor guest address translation and protection register.
+        register hgatp {
+            cite = "RISC-V Privileged ISA, Hypervisor extension, hgatp";
+            root = true;
+            /// PPN of the 16 KiB-aligned root table.
+            field ppn { bits = 43:0; value = root_pa >> 12; }
+            /// VMID.
+            field vmid { bits = 57:44; value = vmid; }
+            /// MODE 8: Sv39x4.
+            field mode { bits = 63:60; value = 8; }
+        }
+
+        flush {
+            cite = "RISC-V Privileged ISA, Hypervisor Memory-Management Fence Instructions: HFENCE.GVMA rs1 = GPA >> 2, rs2 = VMID; rs1 = x0 covers every address";
+            // Without Svvptc a hart need not see an invalid-to-valid PTE
+            // change until a fence, so mapping is fenced too.
+            invalidate_on_map = true;
+            page { each = [hfence_gvma(gpa >> 2, vmid)]; }
+            context { after = [hfence_gvma(0, vmid)]; }
+            all { after = [hfence_gvma(0, 0)]; }
+        }
+    }
+}

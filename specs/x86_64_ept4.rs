@@ -1,0 +1,163 @@
+// Intel EPT, 4-level walk.
+//
+// Sources (Intel 64 and IA-32 Architectures SDM, Vol. 3C, 2023+ editions):
+// - §29.3.2 "EPT Translation Mechanism" and its tables "Format of an EPT
+//   PML4 Entry", "... PDPTE that Maps a 1-GByte Page", "... PDPTE that
+//   References an EPT Page Directory", "... PDE that Maps a 2-MByte Page",
+//   "... PDE that References an EPT Page Table", "... PTE that Maps a
+//   4-KByte Page";
+// - §29.3.3.1 "EPT Misconfigurations";
+// - §29.3.7 "EPT and Memory Typing";
+// - §25.6.11 "Extended-Page-Table Pointer (EPTP)";
+// - §29.4 "Caching Translation Information" and the INVEPT reference page.
+::npt_macros::format_spec! {
+    /// Intel EPT with a 4-level walk (page-walk length 4): 48-bit
+    /// guest-physical addresses, leaves of 4 KiB, 2 MiB and 1 GiB.
+    format Ept4 {
+        cite = "Intel SDM Vol. 3C §29.3.2, EPT Translation Mechanism";
+        arch = x86_64;
+        entry = EptEntry;
+        flags = EptFlags;
+
+        geometry {
+            cite = "SDM Vol. 3C §29.3.2: bits 47:39 select the PML4E, 38:30 the PDPTE, 29:21 the PDE, 20:12 the PTE";
+            granule = 4K;
+            input_bits = 48;
+            // MAXPHYADDR is at most 52 (SDM Vol. 1 §3.3.1); bits 51:N of an
+            // entry are reserved on a CPU with a smaller MAXPHYADDR.
+            output_bits = 52;
+            root { tables = 1; align = 4K; }
+            /// EPT PML4 table.
+            level PML4 { number = 4; index = 47:39; }
+            /// EPT page-directory-pointer table; a PDPTE with bit 7 set maps a 1-GByte page.
+            level PDPT { number = 3; index = 38:30; leaf = 1G; }
+            /// EPT page directory; a PDE with bit 7 set maps a 2-MByte page.
+            level PD { number = 2; index = 29:21; leaf = 2M; }
+            /// EPT page table; every present PTE maps a 4-KByte page.
+            level PT { number = 1; index = 20:12; leaf = 4K; }
+        }
+
+        /// Read access (bit 0).
+        bit R = 0;
+        /// Write access (bit 1).
+        bit W = 1;
+        /// Execute access (bit 2); supervisor-mode execute when mode-based
+        /// execute control is enabled.
+        bit X = 2;
+        /// Ignore PAT memory type (bit 6, leaves only).
+        bit IPAT = 6;
+        /// Page size (bit 7): 1 in a PDPTE or PDE that maps a page; must be 0
+        /// in a PML4E; ignored in a PTE.
+        bit PS = 7;
+        /// Accessed (bit 8), written by the CPU when EPTP bit 6 is set.
+        bit A = 8;
+        /// Dirty (bit 9, leaves), written by the CPU when EPTP bit 6 is set.
+        bit D = 9;
+        /// User-mode execute access (bit 10) under mode-based execute control.
+        bit XU = 10;
+        /// Verify guest paging (bit 57).
+        bit VGP = 57;
+        /// Paging-write access (bit 58).
+        bit PWA = 58;
+        /// Supervisor shadow stack (bit 60).
+        bit SSS = 60;
+        /// Suppress #VE (bit 63).
+        bit SVE = 63;
+
+        /// EPT memory type (bits 5:3 of a leaf), SDM §29.3.7.
+        field memtype {
+            bits = 5:3;
+            type = EptMemoryType;
+            values {
+                /// Uncacheable.
+                UC = 0;
+                /// Write combining.
+                WC = 1;
+                /// Write through.
+                WT = 4;
+                /// Write protected.
+                WP = 5;
+                /// Write back.
+                WB = 6;
+            }
+        }
+
+        output_address {
+            // Bits (N-1):12 hold the physical address of the 4-KByte page,
+            // table, or (with the low bits zero) the 2-MByte/1-GByte page.
+            bits = 51:12;
+            pa_low_bit = 12;
+        }
+
+        descriptors {
+            cite = "SDM Vol. 3C §29.3.2: an entry is not present iff bits 2:0 are all 0; bit 7 tells a page from a table in a PDPTE or PDE";
+            present = any(R, W, X);
+            // Table entries grant all access so the leaf alone decides;
+            // bits 7:3 of a table entry are reserved (0).
+            table { is = none(PS); set = [R, W, X]; }
+            block { is = all(PS); set = [PS]; }
+            page { is = always; set = []; }
+        }
+
+        permissions {
+            cite = "SDM Vol. 3C §29.3.3.1 (misconfigurations) and §29.3.7.2 (memory type used for accesses)";
+            // EPT has no user/supervisor distinction for data accesses.
+            ignore = [USER];
+            map READ = R;
+            map WRITE = W;
+            map EXECUTE = X;
+            // Guest RAM: WB with IPAT, so the guest's PAT cannot weaken it
+            // (as KVM does without non-coherent DMA). Device memory: UC
+            // without IPAT, so a guest PAT of WC still combines to WC.
+            map [DEVICE, UNCACHED] {
+                when [] = memtype: WB, IPAT;
+                when [DEVICE] = memtype: UC;
+                when [UNCACHED] = memtype: WC;
+            }
+            forbid write_without_read {
+                flags = [WRITE, !READ];
+                reason = "EPT misconfiguration: write access without read access (SDM Vol. 3C §29.3.3.1)";
+            }
+            forbid no_access {
+                flags = [!READ, !WRITE, !EXECUTE];
+                reason = "an EPT entry with bits 2:0 clear is not present (SDM Vol. 3C §29.3.2)";
+            }
+            forbid execute_only {
+                flags = [EXECUTE, !READ, !WRITE];
+                reason = "execute-only EPT entries need IA32_VMX_EPT_VPID_CAP bit 0, which npt does not assume (SDM Vol. 3C §29.3.3.1)";
+            }
+            forbid device_and_uncached {
+                flags = [DEVICE, UNCACHED];
+                reason = "DEVICE and UNCACHED name different memory types (UC and WC); pass one";
+            }
+        }
+
+        /// Enable accessed and dirty flags (EPTP bit 6): 1 only if
+        /// IA32_VMX_EPT_VPID_CAP bit 21 is set.
+        param ad { width = 1; }
+
+        /// The extended-page-table pointer, VMCS field 0x201A.
+        register EPTP {
+            cite = "SDM Vol. 3C §25.6.11, Extended-Page-Table Pointer (EPTP)";
+            root = true;
+            /// EPT paging-structure memory type: 6 = write-back.
+            field memory_type { bits = 2:0; value = 6; }
+            /// Page-walk length minus 1.
+            field walk_length { bits = 5:3; value = levels - 1; }
+            /// Enable accessed and dirty flags.
+            field ad_enable { bits = 6:6; value = ad; }
+            /// Physical address of the PML4 table, bits N-1:12.
+            field pml4 { bits = 51:12; value = root_pa >> 12; }
+        }
+
+        flush {
+            cite = "SDM Vol. 3C §29.4.3.1 and INVEPT: single-context invalidates all mappings tagged with the EPTP; there is no per-address form";
+            // Not-present entries are not cached (SDM §29.4.2: translations
+            // are cached only from entries that permit the access).
+            invalidate_on_map = false;
+            page { after = [invept_single_context(EPTP)]; }
+            context { after = [invept_single_context(EPTP)]; }
+            all { after = [invept_all_context]; }
+        }
+    }
+}

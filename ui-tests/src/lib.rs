@@ -1,0 +1,1 @@
+//! trybuild cases for spec errors live in tests/.
