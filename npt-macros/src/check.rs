@@ -352,7 +352,7 @@ fn check_output_address(f: &Format, errs: &mut Errors) {
 }
 
 fn check_pred(f: &Format, p: &Pred, errs: &mut Errors) {
-    if let Pred::Any(n, _) | Pred::All(n, _) | Pred::None(n, _) = p {
+    if let Pred::Any(n) | Pred::All(n) | Pred::None(n) = p {
         for name in n {
             if f.flag_bit(&name.to_string()).is_none() {
                 errs.error(name.span(), format!("`{name}` is not a single-bit flag of this format; declare it with `bit {name} = N;`"));
@@ -656,21 +656,39 @@ fn check_flush(f: &Format, errs: &mut Errors) {
 }
 
 fn check_recipe(f: &Format, scope: &str, r: &Recipe, errs: &mut Errors) {
+    let arch = f.arch.value;
     if let Some(cur) = &r.current {
-        if vocab::context_register(&cur.to_string()).is_none() {
-            let known: Vec<&str> = vocab::CONTEXT_REGISTERS.iter().map(|(n, _)| *n).collect();
-            errs.error(
-                cur.span(),
-                format!(
-                    "`{cur}` is not a context register the runtime can switch; known: {}",
-                    known.join(", ")
-                ),
-            );
-        } else if !f.registers.iter().any(|x| x.name == *cur) {
-            errs.error(
-                cur.span(),
-                format!("`{cur}` must also be declared as a `register` so its value is known"),
-            );
+        match vocab::context_register(&cur.to_string()) {
+            None => {
+                let known: Vec<&str> = vocab::CONTEXT_REGISTERS
+                    .iter()
+                    .map(|(n, _, _)| *n)
+                    .collect();
+                errs.error(
+                    cur.span(),
+                    format!(
+                        "`{cur}` is not a context register the runtime can switch; known: {}",
+                        known.join(", ")
+                    ),
+                );
+            }
+            Some((_, a)) if a != arch => {
+                errs.error(
+                    cur.span(),
+                    format!(
+                        "`{cur}` is a {} register, but this format is walked by {}",
+                        a.target_arch(),
+                        arch.target_arch()
+                    ),
+                );
+            }
+            Some(_) if !f.registers.iter().any(|x| x.name == *cur) => {
+                errs.error(
+                    cur.span(),
+                    format!("`{cur}` must also be declared as a `register` so its value is known"),
+                );
+            }
+            Some(_) => {}
         }
     }
     if r.before.is_empty() && r.each.is_empty() && r.after.is_empty() {
@@ -682,7 +700,7 @@ fn check_recipe(f: &Format, scope: &str, r: &Recipe, errs: &mut Errors) {
     for step in r.before.iter().chain(&r.each).chain(&r.after) {
         match vocab::instruction(&step.instr.to_string()) {
             None => {
-                let known: Vec<&str> = vocab::INSTRUCTIONS.iter().map(|(n, _, _)| *n).collect();
+                let known: Vec<&str> = vocab::INSTRUCTIONS.iter().map(|i| i.name).collect();
                 errs.error(
                     step.instr.span(),
                     format!(
@@ -692,13 +710,25 @@ fn check_recipe(f: &Format, scope: &str, r: &Recipe, errs: &mut Errors) {
                     ),
                 );
             }
-            Some((n, _)) if n != step.operands.len() => {
+            Some(i) if i.operands != step.operands.len() => {
                 errs.error(
                     step.instr.span(),
                     format!(
-                        "`{}` takes {n} operand(s), not {}",
+                        "`{}` takes {} operand(s), not {}",
                         step.instr,
+                        i.operands,
                         step.operands.len()
+                    ),
+                );
+            }
+            Some(i) if i.arch != arch => {
+                errs.error(
+                    step.instr.span(),
+                    format!(
+                        "`{}` is a {} instruction, but this format is walked by {} (set by `arch`)",
+                        step.instr,
+                        i.arch.target_arch(),
+                        arch.target_arch()
                     ),
                 );
             }
@@ -724,5 +754,16 @@ fn check_recipe(f: &Format, scope: &str, r: &Recipe, errs: &mut Errors) {
                 }
             }
         }
+    }
+    let slots = crate::codegen::slots(f);
+    if slots.len() > 4 {
+        errs.error(
+            f.name.span(),
+            format!(
+                "flush recipes refer to {} values ({}); the runtime holds at most 4",
+                slots.len(),
+                slots.join(", ")
+            ),
+        );
     }
 }

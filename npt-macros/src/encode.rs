@@ -57,8 +57,8 @@ impl Format {
     /// The mask a predicate tests.
     pub fn pred_mask(&self, p: &Pred) -> Option<u64> {
         let names = match p {
-            Pred::Always(_) => return Some(0),
-            Pred::Any(n, _) | Pred::All(n, _) | Pred::None(n, _) => n,
+            Pred::Always => return Some(0),
+            Pred::Any(n) | Pred::All(n) | Pred::None(n) => n,
         };
         let mut mask = 0;
         for n in names {
@@ -70,10 +70,10 @@ impl Format {
     pub fn pred_holds(&self, p: &Pred, raw: u64) -> Option<bool> {
         let mask = self.pred_mask(p)?;
         Some(match p {
-            Pred::Always(_) => true,
-            Pred::Any(..) => raw & mask != 0,
-            Pred::All(..) => raw & mask == mask,
-            Pred::None(..) => raw & mask == 0,
+            Pred::Always => true,
+            Pred::Any(_) => raw & mask != 0,
+            Pred::All(_) => raw & mask == mask,
+            Pred::None(_) => raw & mask == 0,
         })
     }
 

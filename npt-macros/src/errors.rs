@@ -35,11 +35,6 @@ impl Errors {
         self.errors.push(err);
     }
 
-    /// Whether nothing has been reported.
-    pub fn is_empty(&self) -> bool {
-        self.errors.is_empty()
-    }
-
     /// `Ok` if nothing was reported, otherwise every error as `compile_error!`s.
     pub fn into_result(self) -> Result<(), TokenStream> {
         if self.errors.is_empty() {

@@ -16,7 +16,7 @@ pub fn generate(tree: &SpecTree) -> TokenStream {
     for node in &tree.nodes {
         let key = node.key.to_string();
         if key == "entry" || key == "flags" || key == "params_type" {
-            if let Body::Value(v, _) = &node.body {
+            if let Body::Value(v) = &node.body {
                 let toks: Vec<TokenTree> = v.clone().into_iter().collect();
                 if let [TokenTree::Ident(id)] = toks.as_slice() {
                     out.extend(quote! {

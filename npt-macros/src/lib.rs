@@ -4,14 +4,14 @@
 //! syntax and handed to [`format_spec!`]. The compiler runs four stages, each a
 //! module of its own:
 //!
-//! 1. [`parse`]: tokens to a generic tree of spanned nodes (no meaning yet);
-//! 2. [`model`]: the tree to a typed model of the format (keys, literal kinds);
-//! 3. [`check`]: one function per rule over the model (overlaps, geometry,
+//! 1. `parse`: tokens to a generic tree of spanned nodes (no meaning yet);
+//! 2. `model`: the tree to a typed model of the format (keys, literal kinds);
+//! 3. `check`: one function per rule over the model (overlaps, geometry,
 //!    permission encodings ...), collecting every error;
-//! 4. [`codegen`]: the model to Rust items that use the `npt` runtime.
+//! 4. `codegen`: the model to Rust items that use the `npt` runtime.
 //!
 //! Every error is a `compile_error!` spanned on the offending token. When a
-//! spec has errors, [`fallback`] still emits the declared type names so that
+//! spec has errors, `fallback` still emits the declared type names so that
 //! one mistake gives one error.
 
 mod check;

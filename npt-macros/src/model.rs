@@ -152,7 +152,6 @@ pub struct Variant {
 pub struct OutputAddress {
     pub bits: BitRange,
     pub pa_low_bit: Spanned<u64>,
-    pub span: Span,
 }
 
 #[derive(Clone)]
@@ -175,10 +174,10 @@ pub struct Kind {
 /// A predicate over single-bit flags.
 #[derive(Clone)]
 pub enum Pred {
-    Always(Span),
-    Any(Vec<Ident>, Span),
-    All(Vec<Ident>, Span),
-    None(Vec<Ident>, Span),
+    Always,
+    Any(Vec<Ident>),
+    All(Vec<Ident>),
+    None(Vec<Ident>),
 }
 
 /// One assignment in an encoding: set a flag, or give a field a variant.
@@ -328,7 +327,7 @@ pub struct Step {
 #[derive(Clone)]
 pub enum Operand {
     /// The zero register / "all".
-    Zero(Span),
+    Zero,
     /// The guest-physical address shifted right.
     Gpa(u32, Span),
     /// A run-time parameter (VMID) or a register value, by name.
@@ -429,7 +428,7 @@ impl<'a> Block<'a> {
 fn value_of<'a>(node: &'a Node, errs: &mut Errors, expected: &str) -> Option<&'a TokenStream> {
     no_args(node, errs);
     match &node.body {
-        Body::Value(v, _) => Some(v),
+        Body::Value(v) => Some(v),
         _ => {
             errs.error(
                 node.span(),
@@ -606,7 +605,7 @@ fn bits_value(node: &Node, errs: &mut Errors) -> Option<BitRange> {
     let toks: Vec<TokenTree> = v.clone().into_iter().collect();
     let parsed = match toks.as_slice() {
         [hi, TokenTree::Punct(p), lo] if p.as_char() == ':' => {
-            lit_int(hi).zip(lit_int(lo)).map(|(h, l)| (h, l))
+            lit_int(hi).zip(lit_int(lo))
         }
         [one] => lit_int(one).map(|b| (b, b)),
         _ => None,
@@ -737,7 +736,7 @@ fn pred_value(node: &Node, errs: &mut Errors) -> Option<Pred> {
     let usage =
         "a predicate is `always`, `any(A, B)`, `all(A, B)` or `none(A, B)` over single-bit flags";
     match toks.as_slice() {
-        [TokenTree::Ident(id)] if id == "always" => Some(Pred::Always(span)),
+        [TokenTree::Ident(id)] if id == "always" => Some(Pred::Always),
         [TokenTree::Ident(id), TokenTree::Group(g)]
             if g.delimiter() == proc_macro2::Delimiter::Parenthesis =>
         {
@@ -756,9 +755,9 @@ fn pred_value(node: &Node, errs: &mut Errors) -> Option<Pred> {
                 return None;
             }
             match id.to_string().as_str() {
-                "any" => Some(Pred::Any(names, span)),
-                "all" => Some(Pred::All(names, span)),
-                "none" => Some(Pred::None(names, span)),
+                "any" => Some(Pred::Any(names)),
+                "all" => Some(Pred::All(names)),
+                "none" => Some(Pred::None(names)),
                 _ => {
                     errs.error(id.span(), usage);
                     None
@@ -1014,7 +1013,7 @@ fn level(node: &Node, errs: &mut Errors) -> Option<Level> {
 
 fn flag(node: &Node, errs: &mut Errors) -> Option<Flag> {
     let name = name_arg(node, errs, "R = 0;");
-    let Body::Value(v, _) = &node.body else {
+    let Body::Value(v) = &node.body else {
         errs.error(
             node.span(),
             "a single-bit flag is written `bit NAME = position;`",
@@ -1089,7 +1088,6 @@ fn output_address(node: &Node, errs: &mut Errors) -> Option<OutputAddress> {
     Some(OutputAddress {
         bits: bits?,
         pa_low_bit: pa_low_bit?,
-        span: node.span(),
     })
 }
 
@@ -1182,7 +1180,7 @@ fn mapping(node: &Node, errs: &mut Errors) -> Option<Mapping> {
     let head: TokenStream = node.args.iter().cloned().collect();
     let span = node.span();
     match &node.body {
-        Body::Value(v, _) => {
+        Body::Value(v) => {
             let (f, pos) = mflag(&head, errs)?;
             if !pos {
                 errs.error(f.span, "`!` is not allowed in a `map` head");
@@ -1221,7 +1219,7 @@ fn mapping(node: &Node, errs: &mut Errors) -> Option<Mapping> {
                     continue;
                 }
                 let args: TokenStream = n.args.iter().cloned().collect();
-                let Body::Value(v, _) = &n.body else {
+                let Body::Value(v) = &n.body else {
                     errs.error(n.span(), "a row is written `when [FLAGS] = encoding;`");
                     continue;
                 };
@@ -1431,7 +1429,7 @@ fn operand(ts: &TokenStream, errs: &mut Errors) -> Option<Operand> {
     let toks: Vec<TokenTree> = ts.clone().into_iter().collect();
     let span = first_span(ts);
     match toks.as_slice() {
-        [t] if lit_int(t) == Some(0) => Some(Operand::Zero(span)),
+        [t] if lit_int(t) == Some(0) => Some(Operand::Zero),
         [TokenTree::Ident(id)] if id == "gpa" => Some(Operand::Gpa(0, span)),
         [TokenTree::Ident(id)] => Some(Operand::Name(id.clone())),
         [TokenTree::Ident(id), TokenTree::Punct(a), TokenTree::Punct(b), n]

@@ -39,7 +39,7 @@ pub struct Node {
 /// The part of a node after its head.
 pub enum Body {
     /// `= tokens ;`
-    Value(TokenStream, Span),
+    Value(TokenStream),
     /// `{ nodes }`
     Block(Vec<Node>, Span),
     /// `;` alone.
@@ -159,7 +159,7 @@ fn parse_node(input: ParseStream) -> syn::Result<Node> {
                 docs,
                 key,
                 args,
-                body: Body::Value(value, eq.span),
+                body: Body::Value(value),
             });
         }
         if input.peek(syn::token::Brace) {

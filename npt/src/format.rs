@@ -1,5 +1,5 @@
 //! What a format is, as data: the generator turns each spec into a
-//! [`Layout`] and a [`FlushSpec`], and the engine in [`crate::table`] is
+//! [`Layout`] and a [`FlushSpec`], and the engine ([`NestedTable`](crate::NestedTable)) is
 //! driven by them alone.
 
 use crate::error::Error;

@@ -80,6 +80,8 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
     /// # Panics
     /// If the frame allocator cannot provide the root. Use
     /// [`try_new`](Self::try_new) to get an error instead.
+    // No `Default`: creating a table allocates, and may fail.
+    #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
         match Self::try_new() {
             Ok(t) => t,

@@ -11,10 +11,10 @@ use quote::quote;
 fn pred(f: &Format, p: &Pred) -> TokenStream {
     let mask = f.pred_mask(p).unwrap_or(0);
     match p {
-        Pred::Always(_) => quote!(::npt::format::Pred::Always),
-        Pred::Any(..) => quote!(::npt::format::Pred::Any(#mask)),
-        Pred::All(..) => quote!(::npt::format::Pred::All(#mask)),
-        Pred::None(..) => quote!(::npt::format::Pred::None(#mask)),
+        Pred::Always => quote!(::npt::format::Pred::Always),
+        Pred::Any(_) => quote!(::npt::format::Pred::Any(#mask)),
+        Pred::All(_) => quote!(::npt::format::Pred::All(#mask)),
+        Pred::None(_) => quote!(::npt::format::Pred::None(#mask)),
     }
 }
 
@@ -29,10 +29,10 @@ fn recipe(f: &Format, r: &Recipe) -> TokenStream {
     let slot = |n: &str| names.iter().position(|s| s == n).unwrap_or(0) as u8;
     let steps = |list: &[crate::model::Step]| {
         let items = list.iter().map(|s| {
-            let variant = vocab::instruction(&s.instr.to_string()).map(|(_, v)| v).unwrap_or("Isb");
+            let variant = vocab::instruction(&s.instr.to_string()).map(|i| i.variant).unwrap_or("Isb");
             let variant = Ident::new(variant, s.instr.span());
             let ops = s.operands.iter().map(|o| match o {
-                Operand::Zero(_) => quote!(::npt::flush::Operand::Zero),
+                Operand::Zero => quote!(::npt::flush::Operand::Zero),
                 Operand::Gpa(shift, _) => quote!(::npt::flush::Operand::Gpa(#shift)),
                 Operand::Name(id) => {
                     let i = slot(&id.to_string());
@@ -46,7 +46,7 @@ fn recipe(f: &Format, r: &Recipe) -> TokenStream {
     let current = match &r.current {
         Some(c) => {
             let v = Ident::new(
-                vocab::context_register(&c.to_string()).unwrap_or("VttbrEl2"),
+                vocab::context_register(&c.to_string()).map_or("VttbrEl2", |(v, _)| v),
                 c.span(),
             );
             let i = slot(&c.to_string());

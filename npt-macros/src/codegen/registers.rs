@@ -81,6 +81,14 @@ pub fn generate(f: &Format) -> TokenStream {
             let s = format!("Source: {}.", c.value());
             quote!(#[doc = ""] #[doc = #s])
         });
+        let field_docs: Vec<String> = r
+            .fields
+            .iter()
+            .map(|fd| {
+                let what = fd.docs.first().map(|s| s.trim().to_string()).unwrap_or_default();
+                format!("- `{}` (bits {}:{}): {}", fd.name, fd.bits.hi, fd.bits.lo, what)
+            })
+            .collect();
         let fields = r.fields.iter().map(|fd| {
             let mut errs = Errors::default();
             let value = fd.value.eval(&env, &mut errs).map(Value::into_tokens).unwrap_or_else(|| quote!(::core::option::Option::None));
@@ -100,6 +108,8 @@ pub fn generate(f: &Format) -> TokenStream {
             #cite
             ///
             /// `root_pa` is the host-physical address of the root table.
+            /// Fields:
+            #(#[doc = #field_docs])*
             #[allow(unused_variables, clippy::identity_op, unused_comparisons)]
             pub fn #fname(root_pa: ::npt::HostPhysAddr, params: &#params_ty) -> ::core::result::Result<u64, ::npt::Error> {
                 let root_pa: u64 = root_pa.as_usize() as u64;

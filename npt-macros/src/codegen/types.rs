@@ -5,22 +5,95 @@ use crate::model::Format;
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
+/// Human-readable size: 4 KiB, 2 MiB, 1 GiB, 512 GiB.
+fn size_name(bytes: u128) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut v = bytes;
+    let mut u = 0;
+    while v >= 1024 && v % 1024 == 0 && u + 1 < units.len() {
+        v /= 1024;
+        u += 1;
+    }
+    format!("{v} {}", units[u])
+}
+
+/// The rustdoc of a format: its docs, then what the spec says about its
+/// geometry, permissions and invalidation, with the spec's citations.
+fn format_docs(f: &Format) -> Vec<String> {
+    let g = &f.geometry;
+    let mut d = f.docs.clone();
+    d.push(String::new());
+    d.push(format!("Source: {}.", f.cite.value()));
+    d.push(String::new());
+    d.push("# Geometry".into());
+    d.push(String::new());
+    if let Some(c) = &g.cite {
+        d.push(format!("{}.", c.value()));
+        d.push(String::new());
+    }
+    d.push("| level | index bits | one entry maps | leaf | |".into());
+    d.push("|---|---|---|---|---|".into());
+    for l in &g.levels {
+        let what = l
+            .docs
+            .first()
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        d.push(format!(
+            "| {} ({}) | {}:{} | {} | {} | {} |",
+            l.name,
+            l.number.value,
+            l.index.hi,
+            l.index.lo,
+            size_name(1u128 << l.index.lo),
+            if l.leaf.is_some() { "yes" } else { "no" },
+            what
+        ));
+    }
+    d.push(String::new());
+    d.push(format!(
+        "Root: {} table(s) of {} ({} aligned). Guest-physical addresses: {} bits; host-physical: {} bits.",
+        g.root_tables.value,
+        size_name(g.granule.value as u128),
+        size_name(g.root_align.value as u128),
+        g.input_bits.value,
+        g.output_bits.value
+    ));
+    d.push(String::new());
+    d.push("# Permissions".into());
+    d.push(String::new());
+    if let Some(c) = &f.permissions.cite {
+        d.push(format!("{}. Refused combinations:", c.value()));
+    }
+    d.push(String::new());
+    for fb in &f.permissions.forbids {
+        d.push(format!("- `{}`: {}", fb.name, fb.reason.value()));
+    }
+    d.push(String::new());
+    d.push("# TLB invalidation".into());
+    d.push(String::new());
+    if let Some(c) = &f.flush.cite {
+        d.push(format!("{}.", c.value()));
+    }
+    d
+}
+
 /// The zero-sized type naming one format.
 pub fn marker(f: &Format) -> TokenStream {
     let name = &f.name;
-    let fmt_docs = docs(&f.docs);
-    let marker_doc = format!("Source: {}.", f.cite.value());
+    let fmt_docs = docs(&format_docs(f));
     let name_str = name.to_string();
+    let arch = f.arch.value.target_arch();
     quote! {
         #fmt_docs
-        #[doc = ""]
-        #[doc = #marker_doc]
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
         pub struct #name;
 
         impl #name {
             /// The format's name.
             pub const NAME: &'static str = #name_str;
+            /// The `target_arch` whose hardware walks this format.
+            pub const ARCH: &'static str = #arch;
         }
     }
 }
@@ -116,7 +189,10 @@ pub fn generate(f: &Format) -> TokenStream {
     let amask = f.address.bits.mask();
     let alo = f.address.bits.lo;
     let pa_low = f.address.pa_low_bit.value as u32;
-    let entry_doc = format!("A descriptor of the [`{name}`] format: a 64-bit word with typed accessors. `Debug` decodes it into its fields.");
+    let mut entry_doc = format!("A descriptor of the [`{name}`] format: a 64-bit word with typed accessors. `Debug` decodes it into its fields.");
+    if let Some(c) = &f.descriptors.cite {
+        entry_doc.push_str(&format!("\n\n{}.", c.value()));
+    }
     let flags_doc = format!("The single-bit flags of a [`{entry}`].");
     let params_ty = &f.params_ty;
     let param_fields = f.params.iter().map(|p| {

@@ -1,0 +1,170 @@
+//! Maps a typical VM layout in every npt format and prints the decoded
+//! tables, the root-register values, what was allocated and which
+//! invalidations a change needs.
+//!
+//! Run: `cargo run -p npt-tests --example demo`
+
+use npt::flush::{Event, Recorder};
+use npt::format::Format;
+use npt::{aarch64, riscv, x86_64};
+use npt::{GuestPhysAddr as Gpa, HostPhysAddr as Hpa, MappingFlags as MF, NestedTable};
+use npt_tests::{live_frames, reset, Frames, DEFAULT_BASE};
+
+const MIB: usize = 1 << 20;
+const GIB: usize = 1 << 30;
+
+/// One region of the VM layout.
+struct Region {
+    what: &'static str,
+    gpa: usize,
+    hpa: usize,
+    size: usize,
+    flags: MF,
+}
+
+fn layout() -> [Region; 3] {
+    [
+        Region {
+            what: "boot ROM (read-only, executable)",
+            gpa: 0,
+            hpa: 0x1_8000_0000,
+            size: 32 << 10,
+            flags: MF::READ | MF::EXECUTE,
+        },
+        Region {
+            what: "UART MMIO window (device memory)",
+            gpa: 0x0900_0000,
+            hpa: 0x0900_0000,
+            size: 0x1000,
+            flags: MF::READ | MF::WRITE | MF::DEVICE,
+        },
+        Region {
+            what: "guest RAM (huge pages where alignment allows)",
+            gpa: GIB,
+            hpa: 8 * GIB,
+            size: GIB + 6 * MIB + (16 << 10),
+            flags: MF::READ | MF::WRITE | MF::EXECUTE,
+        },
+    ]
+}
+
+fn size_name(size: usize) -> String {
+    match size {
+        s if s >= GIB => format!("{} GiB", s / GIB),
+        s if s >= MIB => format!("{} MiB", s / MIB),
+        s => format!("{} KiB", s >> 10),
+    }
+}
+
+fn show<F: Format>(params: F::Params, registers: &[(&str, u64)]) -> NestedTable<F, Frames> {
+    reset(DEFAULT_BASE, 256);
+    let mut table = NestedTable::<F, Frames>::try_new_with(params).expect("root table");
+    println!("== {} ==", F::NAME);
+    println!(
+        "root table at {:?}; root register {:#018x}",
+        table.root_paddr(),
+        table.root_register()
+    );
+    for (name, value) in registers {
+        println!("  {name:<10} {value:#018x}");
+    }
+    for r in layout() {
+        let batch = table
+            .map_region(Gpa::from(r.gpa), Hpa::from(r.hpa), r.size, r.flags, true)
+            .unwrap_or_else(|e| panic!("{}: {e}", r.what));
+        println!(
+            "mapped {:<48} -> invalidation scope {:?}",
+            r.what,
+            batch.scope()
+        );
+        batch.ignore(); // the table is not loaded on any CPU yet
+    }
+    println!("leaves:");
+    table.for_each_leaf(|l| {
+        println!(
+            "  {:#012x}..{:#012x} -> {:#012x} {:>7} {:?}",
+            l.gpa.as_usize(),
+            l.gpa.as_usize() + l.size,
+            l.hpa.as_usize(),
+            size_name(l.size),
+            F::Entry::from(l.raw)
+        );
+    });
+    println!(
+        "frames: {} in use ({} KiB of tables)",
+        table.frames_used(),
+        table.frames_used() * 4
+    );
+    assert_eq!(table.frames_used(), live_frames());
+
+    // Write-protecting part of a huge page is refused, not silently split.
+    let err = table
+        .protect_region(Gpa::from(GIB), 0x1000, MF::READ)
+        .unwrap_err();
+    println!("protect 4 KiB inside a 1 GiB leaf: error: {err}");
+    // An address beyond the input width is refused, never truncated.
+    let beyond = (1usize << F::LAYOUT.geometry.input_bits) | 0x7000;
+    let err = table
+        .map(Gpa::from(beyond), Hpa::from(0x7000), 0x1000, MF::READ)
+        .unwrap_err();
+    println!("map GPA {beyond:#x}: error: {err}");
+    // Unmapping one ROM page needs these invalidations:
+    let (_, batch) = table.unmap(Gpa::from(0x7000)).expect("ROM page");
+    let mut rec = Recorder::default();
+    batch.flush_with(&mut rec).expect("recorder");
+    println!("unmap GPA 0x7000 issues:");
+    for e in &rec.events {
+        match e {
+            Event::Instr(i) => println!("  {:?} {:x?}", i.instr, i.args),
+            other => println!("  {other:x?}"),
+        }
+    }
+    println!();
+    table
+}
+
+fn main() {
+    let t = show::<x86_64::Ept4>(Default::default(), &[]);
+    let eptp = x86_64::Ept4::eptp(t.root_paddr(), t.params()).expect("EPTP");
+    println!("EPTP for VMCS field 0x201A: {eptp:#x}\n");
+
+    let p = aarch64::Stage2Params { vmid: 1 };
+    for (name, table_root) in [
+        (
+            "Stage2Ipa39",
+            show::<aarch64::Stage2Ipa39>(p, &[]).root_paddr(),
+        ),
+        (
+            "Stage2Ipa40",
+            show::<aarch64::Stage2Ipa40>(p, &[]).root_paddr(),
+        ),
+        (
+            "Stage2Ipa48",
+            show::<aarch64::Stage2Ipa48>(p, &[]).root_paddr(),
+        ),
+    ] {
+        let (vttbr, vtcr) = match name {
+            "Stage2Ipa39" => (
+                aarch64::Stage2Ipa39::vttbr_el2(table_root, &p),
+                aarch64::Stage2Ipa39::vtcr_el2(table_root, &p),
+            ),
+            "Stage2Ipa40" => (
+                aarch64::Stage2Ipa40::vttbr_el2(table_root, &p),
+                aarch64::Stage2Ipa40::vtcr_el2(table_root, &p),
+            ),
+            _ => (
+                aarch64::Stage2Ipa48::vttbr_el2(table_root, &p),
+                aarch64::Stage2Ipa48::vtcr_el2(table_root, &p),
+            ),
+        };
+        println!(
+            "{name}: VTTBR_EL2 = {:#x}, VTCR_EL2 = {:#x}",
+            vttbr.expect("VTTBR"),
+            vtcr.expect("VTCR")
+        );
+    }
+    println!();
+
+    let t = show::<riscv::Sv39x4>(riscv::Sv39x4Params { vmid: 1 }, &[]);
+    println!("hgatp = {:#x}", t.root_register());
+}
