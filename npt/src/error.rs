@@ -158,7 +158,7 @@ pub enum FlushError {
     ForeignRegister(crate::flush::ContextRegister),
     /// INVEPT failed (Intel SDM Vol. 3C, "Conventions" of the VMX
     /// instruction reference: VMfailInvalid or VMfailValid).
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", target_os = "none"))]
     VmFail(x86::vmx::VmFail),
 }
 
@@ -169,7 +169,7 @@ impl fmt::Display for FlushError {
             FlushError::ForeignRegister(r) => {
                 write!(f, "{r:?} does not exist on this architecture")
             }
-            #[cfg(target_arch = "x86_64")]
+            #[cfg(all(target_arch = "x86_64", target_os = "none"))]
             FlushError::VmFail(e) => write!(f, "INVEPT failed: {e:?}"),
         }
     }

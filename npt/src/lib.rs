@@ -87,3 +87,8 @@ pub mod size {
     /// 1 GiB.
     pub const SIZE_1G: usize = 0x4000_0000;
 }
+
+/// The README's example, compiled as a doc test so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -1,23 +1,24 @@
 //! The instruction wrappers flush recipes name, executed on the running
 //! host. Each architecture's wrappers live in their own module and are
-//! compiled only on that architecture; elsewhere they report
-//! [`FlushError::ForeignInstruction`].
+//! compiled only for that architecture's bare-metal targets (`target_os =
+//! "none"`, where a hypervisor runs privileged); elsewhere, including
+//! hosted test processes, they report [`FlushError::ForeignInstruction`].
 
 use crate::error::FlushError;
 use crate::flush::{ContextRegister, FlushExecutor, Issued};
 
-#[cfg(target_arch = "aarch64")]
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod aarch64;
-#[cfg(target_arch = "riscv64")]
+#[cfg(all(target_arch = "riscv64", target_os = "none"))]
 mod riscv64;
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", target_os = "none"))]
 mod x86_64;
 
-#[cfg(target_arch = "aarch64")]
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 use aarch64 as native;
-#[cfg(target_arch = "riscv64")]
+#[cfg(all(target_arch = "riscv64", target_os = "none"))]
 use riscv64 as native;
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", target_os = "none"))]
 use x86_64 as native;
 
 /// Executes recipe instructions on this CPU.
@@ -27,10 +28,9 @@ use x86_64 as native;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Host;
 
-#[cfg(not(any(
-    target_arch = "x86_64",
-    target_arch = "aarch64",
-    target_arch = "riscv64"
+#[cfg(not(all(
+    any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"),
+    target_os = "none"
 )))]
 mod native {
     use super::*;
