@@ -109,10 +109,24 @@
                 DeviceGRE = 0b0011;
                 /// Normal, outer and inner Non-cacheable.
                 NormalNonCacheable = 0b0101;
+                /// Normal, outer Non-cacheable, inner Write-Through.
+                NormalOuterNcInnerWt = 0b0110;
+                /// Normal, outer Non-cacheable, inner Write-Back.
+                NormalOuterNcInnerWb = 0b0111;
+                /// Normal, outer Write-Through, inner Non-cacheable.
+                NormalOuterWtInnerNc = 0b1001;
                 /// Normal, outer and inner Write-Through.
                 NormalWriteThrough = 0b1010;
+                /// Normal, outer Write-Through, inner Write-Back.
+                NormalOuterWtInnerWb = 0b1011;
+                /// Normal, outer Write-Back, inner Non-cacheable.
+                NormalOuterWbInnerNc = 0b1101;
+                /// Normal, outer Write-Back, inner Write-Through.
+                NormalOuterWbInnerWt = 0b1110;
                 /// Normal, outer and inner Write-Back.
                 NormalWriteBack = 0b1111;
+                // 0b0100, 0b1000 and 0b1100 (inner cacheability 00 with a
+                // Normal outer type) are reserved.
             }
         }
 
@@ -179,6 +193,10 @@
             table { is = all(TABLE); set = [VALID, TABLE]; }
             block { is = none(TABLE); set = [VALID, AF]; }
             page { is = all(TABLE); set = [VALID, TABLE, AF]; }
+            reserved access_flag_clear {
+                when = [none(AF)];
+                reason = "a leaf with AF = 0 takes an Access flag fault on first use unless hardware AF management is enabled (D8.5)";
+            }
         }
 
         permissions {
@@ -250,6 +268,10 @@
             // Descriptors that generate a Translation fault are not cached
             // (D8.16), so making an invalid entry valid needs no TLBI.
             invalidate_on_map = false;
+            // TLBI IPAS2E1IS (not the last-level-only IPAS2LE1IS) removes
+            // cached entries from every level of the walk for the IPA, so
+            // an unlinked table is invalidated by its base IPA.
+            page_covers_tables = true;
             page {
                 current = VTTBR_EL2;
                 before = [dsb_ishst];

@@ -86,6 +86,10 @@
             table { is = none(R, W, X); set = [V]; }
             block { is = any(R, W, X); set = [V, U, A, D]; }
             page { is = any(R, W, X); set = [V, U, A, D]; }
+            reserved write_without_read {
+                when = [all(W), none(R)];
+                reason = "R = 0 with W = 1 is reserved for future use (Sv39 PTE format)";
+            }
         }
 
         permissions {
@@ -134,6 +138,9 @@
             // Without Svvptc a hart need not see an invalid-to-valid PTE
             // change until a fence, so mapping is fenced too.
             invalidate_on_map = true;
+            // HFENCE.GVMA with rs1 != x0 invalidates leaf entries only:
+            // unlinking a table needs rs1 = x0.
+            page_covers_tables = false;
             page { each = [hfence_gvma(gpa >> 2, vmid)]; }
             context { after = [hfence_gvma(0, vmid)]; }
             all { after = [hfence_gvma(0, 0)]; }

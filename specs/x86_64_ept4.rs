@@ -97,6 +97,10 @@
             table { is = none(PS); set = [R, W, X]; }
             block { is = all(PS); set = [PS]; }
             page { is = always; set = []; }
+            reserved write_without_read {
+                when = [all(W), none(R)];
+                reason = "bit 1 set with bit 0 clear is an EPT misconfiguration (SDM Vol. 3C §29.3.3.1)";
+            }
         }
 
         permissions {
@@ -155,6 +159,9 @@
             // Not-present entries are not cached (SDM §29.4.2: translations
             // are cached only from entries that permit the access).
             invalidate_on_map = false;
+            // INVEPT single-context drops all EPT-derived information,
+            // paging-structure caches included.
+            page_covers_tables = true;
             page { after = [invept_single_context(EPTP)]; }
             context { after = [invept_single_context(EPTP)]; }
             all { after = [invept_all_context]; }

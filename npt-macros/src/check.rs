@@ -216,9 +216,13 @@ fn check_granule(f: &Format, errs: &mut Errors) {
     }
 }
 
+/// log2 of the granule, or `None` if it is not a valid granule (reported
+/// once by `check_granule`; rules that depend on it stay quiet).
 fn granule_shift(f: &Format) -> Option<u32> {
     let g = f.geometry.granule.value;
-    g.is_power_of_two().then(|| g.trailing_zeros())
+    [4 << 10, 16 << 10, 64 << 10]
+        .contains(&g)
+        .then(|| g.trailing_zeros())
 }
 
 /// Levels run from the root down; their index ranges are contiguous, cover
@@ -403,6 +407,11 @@ fn check_assign(f: &Format, a: &Assign, errs: &mut Errors) {
 fn check_descriptor_names(f: &Format, errs: &mut Errors) {
     let d = &f.descriptors;
     check_pred(f, &d.present, errs);
+    for r in &d.reserved {
+        for p in &r.when {
+            check_pred(f, p, errs);
+        }
+    }
     let kinds: Vec<&Kind> = [Some(&d.table), d.block.as_ref(), Some(&d.page)]
         .into_iter()
         .flatten()
@@ -456,6 +465,9 @@ fn check_block_kind(f: &Format, errs: &mut Errors) {
 /// `ignore`, so no flag a caller passes is silently dropped.
 fn check_mapping_coverage(f: &Format, errs: &mut Errors) {
     let p = &f.permissions;
+    if p.incomplete {
+        return;
+    }
     let mut owner: HashMap<MFlag, Span> = HashMap::new();
     let all = p
         .ignore
@@ -507,7 +519,10 @@ fn check_mapping_rows(f: &Format, errs: &mut Errors) {
                     "first row here",
                 );
             }
-            if let Some((_, v)) = f.assigns_bits(&r.assigns) {
+            if let Some((_, v)) = f
+                .assigns_bits(&r.assigns)
+                .filter(|_| assigns_sound(f, &r.assigns))
+            {
                 if let Some((_, first, fk)) = encs.iter().find(|(e, _, _)| *e == v) {
                     errs.conflict(r.span, format!("this row encodes to the same bits as the row for {}; flags could not be read back", combo_name(*fk)), *first, "that row is here");
                 }
@@ -517,12 +532,38 @@ fn check_mapping_rows(f: &Format, errs: &mut Errors) {
     }
 }
 
+/// Whether every field value an assignment list uses fits its field and has
+/// an encoding of its own (otherwise `check_field_values` reports it, and
+/// comparing encodings would only repeat that).
+fn assigns_sound(f: &Format, list: &[Assign]) -> bool {
+    list.iter().all(|a| match a {
+        Assign::Flag(_) => true,
+        Assign::Field(field, _) => f.fields.iter().filter(|x| x.name == *field).all(|fd| {
+            let w = fd.bits.width();
+            let mut seen = std::collections::HashSet::new();
+            fd.variants
+                .iter()
+                .all(|v| (w >= 64 || v.value.value >> w == 0) && seen.insert(v.value.value))
+        }),
+    })
+}
+
 /// Every combination the spec does not refuse builds a present leaf at
 /// every leaf kind: a combination that would build an invalid or table
 /// descriptor (RISC-V `V=1` with `R=W=X=0` is a pointer to a table; EPT
 /// `R=W=X=0` is not present) must be listed under `forbid`.
 fn check_legal_combos_are_leaves(f: &Format, errs: &mut Errors) {
     let d = &f.descriptors;
+    let governed = f.permissions.ignore.iter().map(|s| s.value).chain(
+        f.permissions
+            .mappings
+            .iter()
+            .flat_map(|m| m.governs.iter().map(|s| s.value)),
+    );
+    let governed: std::collections::HashSet<MFlag> = governed.collect();
+    if f.permissions.incomplete || governed.len() != MFlag::ALL.len() {
+        return; // reported by check_mapping_coverage
+    }
     let mut kinds: Vec<(&str, &Kind)> = vec![("page", &d.page)];
     if let Some(b) = &d.block {
         kinds.push(("block", b));
@@ -546,6 +587,21 @@ fn check_legal_combos_are_leaves(f: &Format, errs: &mut Errors) {
             } else {
                 false
             };
+            let reserved = d
+                .reserved
+                .iter()
+                .find(|r| r.when.iter().all(|p| f.pred_holds(p, raw) == Some(true)));
+            if let Some(r) = reserved {
+                errs.error(
+                    r.name.span(),
+                    format!(
+                        "{} is not refused, but its {kname} entry ({raw:#x}) is this reserved encoding ({}); add a `forbid` for it under `permissions`",
+                        combo_name(combo),
+                        r.reason.value()
+                    ),
+                );
+                return;
+            }
             if let Some((present, is)) = ok {
                 if !present || !is || table {
                     errs.error(f.permissions.mappings.first().map(|m| m.span).unwrap_or(f.name.span()), format!("{} is not refused, but its {kname} entry ({raw:#x}) is not a present leaf; add a `forbid` for it", combo_name(combo)));
@@ -676,7 +732,7 @@ fn check_recipe(f: &Format, scope: &str, r: &Recipe, errs: &mut Errors) {
                 errs.error(
                     cur.span(),
                     format!(
-                        "`{cur}` is a {} register, but this format is walked by {}",
+                        "`{cur}` is an {} register, but this format's `arch` is {}",
                         a.target_arch(),
                         arch.target_arch()
                     ),
@@ -725,7 +781,7 @@ fn check_recipe(f: &Format, scope: &str, r: &Recipe, errs: &mut Errors) {
                 errs.error(
                     step.instr.span(),
                     format!(
-                        "`{}` is a {} instruction, but this format is walked by {} (set by `arch`)",
+                        "`{}` is an {} instruction, but this format's `arch` is {}",
                         step.instr,
                         i.arch.target_arch(),
                         arch.target_arch()

@@ -135,24 +135,15 @@ impl Expr {
                     let v = id.clone();
                     return Some(Value::Runtime(quote!(::core::option::Option::Some(#v))));
                 }
-                let known: Vec<&str> = env
+                let known: Vec<String> = env
                     .consts
                     .iter()
-                    .map(|(n, _)| *n)
-                    .chain(std::iter::once("root_pa"))
-                    .chain(
-                        env.runtime
-                            .iter()
-                            .filter(|r| **r != "root_pa")
-                            .map(|_| "<param>"),
-                    )
+                    .map(|(n, _)| n.to_string())
+                    .chain(env.runtime.iter().map(|r| r.to_string()))
                     .collect();
                 errs.error(
                     id.span(),
-                    format!(
-                        "unknown quantity `{id}`; known: {}, and the declared params",
-                        known.join(", ")
-                    ),
+                    format!("unknown quantity `{id}`; known: {}", known.join(", ")),
                 );
                 None
             }

@@ -161,6 +161,15 @@ pub struct Descriptors {
     pub table: Kind,
     pub block: Option<Kind>,
     pub page: Kind,
+    pub reserved: Vec<Reserved>,
+}
+
+/// A reserved leaf encoding: every predicate holds.
+#[derive(Clone)]
+pub struct Reserved {
+    pub name: Ident,
+    pub when: Vec<Pred>,
+    pub reason: LitStr,
 }
 
 /// How a descriptor kind is recognised and what building one sets.
@@ -246,6 +255,9 @@ impl MFlag {
 
 #[derive(Clone)]
 pub struct Permissions {
+    /// Whether some `map` or `forbid` could not be read (checks that need
+    /// all of them then stay quiet rather than report follow-on errors).
+    pub incomplete: bool,
     pub cite: Option<LitStr>,
     pub ignore: Vec<Spanned<MFlag>>,
     pub mappings: Vec<Mapping>,
@@ -305,6 +317,7 @@ pub struct RegField {
 pub struct Flush {
     pub cite: Option<LitStr>,
     pub invalidate_on_map: Spanned<bool>,
+    pub page_covers_tables: Spanned<bool>,
     pub page: Recipe,
     pub context: Recipe,
     pub all: Recipe,
@@ -527,7 +540,9 @@ fn int_value(node: &Node, errs: &mut Errors) -> Option<Spanned<u64>> {
 }
 
 fn parse_int(lit: &proc_macro2::Literal) -> Result<u64, String> {
-    let lit = syn::LitInt::from(lit.clone());
+    let syn::Lit::Int(lit) = syn::Lit::new(lit.clone()) else {
+        return Err("expected an integer literal".to_string());
+    };
     let digits = lit.base10_digits();
     let base: u64 = digits
         .parse()
@@ -604,9 +619,7 @@ fn bits_value(node: &Node, errs: &mut Errors) -> Option<BitRange> {
     let span = first_span(v);
     let toks: Vec<TokenTree> = v.clone().into_iter().collect();
     let parsed = match toks.as_slice() {
-        [hi, TokenTree::Punct(p), lo] if p.as_char() == ':' => {
-            lit_int(hi).zip(lit_int(lo))
-        }
+        [hi, TokenTree::Punct(p), lo] if p.as_char() == ':' => lit_int(hi).zip(lit_int(lo)),
         [one] => lit_int(one).map(|b| (b, b)),
         _ => None,
     };
@@ -731,6 +744,10 @@ fn assigns(v: &TokenStream, errs: &mut Errors) -> Option<Vec<Assign>> {
 
 fn pred_value(node: &Node, errs: &mut Errors) -> Option<Pred> {
     let v = value_of(node, errs, "any(A, B)")?;
+    pred_tokens(v, errs)
+}
+
+fn pred_tokens(v: &TokenStream, errs: &mut Errors) -> Option<Pred> {
     let toks: Vec<TokenTree> = v.clone().into_iter().collect();
     let span = first_span(v);
     let usage =
@@ -1129,7 +1146,15 @@ fn descriptors(node: &Node, errs: &mut Errors) -> Option<Descriptors> {
     let page = b
         .required("page", "page { is = ...; set = [...]; }", errs)
         .and_then(|n| kind(n, errs));
-    b.finish(&["cite", "present", "table", "block", "page"], errs);
+    let reserved: Vec<Reserved> = b
+        .all("reserved")
+        .into_iter()
+        .filter_map(|n| reserved(n, errs))
+        .collect();
+    b.finish(
+        &["cite", "present", "table", "block", "page", "reserved"],
+        errs,
+    );
     let block = match block {
         Some(k) => Some(k?),
         None => None,
@@ -1140,6 +1165,36 @@ fn descriptors(node: &Node, errs: &mut Errors) -> Option<Descriptors> {
         table: table?,
         block,
         page: page?,
+        reserved,
+    })
+}
+
+fn reserved(node: &Node, errs: &mut Errors) -> Option<Reserved> {
+    let name = name_arg(
+        node,
+        errs,
+        "write_without_read { when = [all(W), none(R)]; reason = \"...\"; }",
+    );
+    let (nodes, span) = block_of(node, errs)?;
+    let mut b = Block::new(nodes, "a `reserved` encoding", span);
+    let when = b
+        .required("when", "when = [all(W), none(R)];", errs)
+        .and_then(|n| value_of(n, errs, "[all(W), none(R)]"))
+        .and_then(|v| list_items(v, errs, "when"))
+        .and_then(|items| {
+            items
+                .iter()
+                .map(|i| pred_tokens(i, errs))
+                .collect::<Option<Vec<_>>>()
+        });
+    let reason = b
+        .required("reason", "reason = \"...\";", errs)
+        .and_then(|n| str_value(n, errs));
+    b.finish(&["when", "reason"], errs);
+    Some(Reserved {
+        name: name?,
+        when: when?,
+        reason: reason?,
     })
 }
 
@@ -1155,18 +1210,17 @@ fn permissions(node: &Node, errs: &mut Errors) -> Option<Permissions> {
             .unwrap_or_default(),
         None => Vec::new(),
     };
-    let mappings: Vec<Mapping> = b
-        .all("map")
-        .into_iter()
-        .filter_map(|n| mapping(n, errs))
-        .collect();
-    let forbids: Vec<Forbid> = b
-        .all("forbid")
-        .into_iter()
+    let map_nodes = b.all("map");
+    let mappings: Vec<Mapping> = map_nodes.iter().filter_map(|n| mapping(n, errs)).collect();
+    let forbid_nodes = b.all("forbid");
+    let forbids: Vec<Forbid> = forbid_nodes
+        .iter()
         .filter_map(|n| forbid(n, errs))
         .collect();
+    let incomplete = mappings.len() != map_nodes.len() || forbids.len() != forbid_nodes.len();
     b.finish(&["cite", "ignore", "map", "forbid"], errs);
     Some(Permissions {
+        incomplete,
         cite,
         ignore,
         mappings,
@@ -1344,6 +1398,9 @@ fn flush(node: &Node, errs: &mut Errors) -> Option<Flush> {
     let on_map = b
         .required("invalidate_on_map", "invalidate_on_map = false;", errs)
         .and_then(|n| bool_value(n, errs));
+    let covers = b
+        .required("page_covers_tables", "page_covers_tables = false;", errs)
+        .and_then(|n| bool_value(n, errs));
     let page = b
         .required(
             "page",
@@ -1358,12 +1415,20 @@ fn flush(node: &Node, errs: &mut Errors) -> Option<Flush> {
         .required("all", "all { after = [...]; }", errs)
         .and_then(|n| recipe(n, errs));
     b.finish(
-        &["cite", "invalidate_on_map", "page", "context", "all"],
+        &[
+            "cite",
+            "invalidate_on_map",
+            "page_covers_tables",
+            "page",
+            "context",
+            "all",
+        ],
         errs,
     );
     Some(Flush {
         cite,
         invalidate_on_map: on_map?,
+        page_covers_tables: covers?,
         page: page?,
         context: context?,
         all: all?,

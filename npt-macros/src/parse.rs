@@ -140,6 +140,25 @@ fn parse_node(input: ParseStream) -> syn::Result<Node> {
             let eq: Token![=] = input.parse()?;
             let mut value = TokenStream::new();
             while !input.is_empty() && !input.peek(Token![;]) {
+                // `key = value` followed by `next = ...` on the next line
+                // means the `;` after the value was forgotten.
+                if !value.is_empty()
+                    && input.peek(syn::Ident)
+                    && input.peek2(Token![=])
+                    && !input.peek2(Token![==])
+                    && !input.peek2(Token![=>])
+                {
+                    let next: Ident = input.fork().parse()?;
+                    let last = value
+                        .clone()
+                        .into_iter()
+                        .last()
+                        .map_or(key.span(), |t| t.span());
+                    return Err(syn::Error::new(
+                        last,
+                        format!("missing `;` after the value of `{key}` (before `{next}`)"),
+                    ));
+                }
                 value.extend([input.parse::<TokenTree>()?]);
             }
             if input.is_empty() {

@@ -87,6 +87,12 @@ pub struct FlushSpec {
     /// Whether making an invalid entry valid needs an invalidation (RISC-V
     /// may cache invalid entries; x86 and Arm do not).
     pub invalidate_on_map: bool,
+    /// Whether the per-page recipe also invalidates cached table
+    /// (non-leaf) entries for the address, so an unlinked table is
+    /// invalidated by its base address (Arm TLBI IPAS2E1IS, all levels);
+    /// otherwise unlinking a table invalidates the context (RISC-V
+    /// HFENCE.GVMA with rs1 != x0 covers leaf entries only).
+    pub page_covers_tables: bool,
     /// One guest-physical page.
     pub page: Recipe,
     /// Everything of this table's context (EPTP, VMID).
@@ -94,6 +100,24 @@ pub struct FlushSpec {
     /// Everything.
     pub all: Recipe,
 }
+
+const STUB_RECIPE: Recipe = Recipe {
+    current: None,
+    before: &[],
+    each: &[],
+    after: &[],
+};
+
+/// The recipes the spec compiler's fallback gives a format whose spec has
+/// errors (the crate does not compile, so they are never used).
+#[doc(hidden)]
+pub const STUB_FLUSH: FlushSpec = FlushSpec {
+    invalidate_on_map: false,
+    page_covers_tables: false,
+    page: STUB_RECIPE,
+    context: STUB_RECIPE,
+    all: STUB_RECIPE,
+};
 
 /// Values recipes refer to by name, computed once per table: slot 0 is the
 /// root register, the others are named in the spec.
@@ -136,6 +160,14 @@ pub trait FlushExecutor {
 /// whole context instead.
 pub const MAX_PAGES: usize = 16;
 
+/// How many unlinked tables one batch can hold for freeing after its
+/// invalidation; an operation that empties more leaves the rest in place
+/// (empty, invalid, reused by later maps, freed on drop).
+pub const MAX_FREES: usize = 16;
+
+/// Gives frames back to the allocator (`PagingHandler::dealloc_frames`).
+pub(crate) type Dealloc = fn(memory_addr::PhysAddr, usize);
+
 /// Which scope a batch needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scope {
@@ -151,13 +183,30 @@ pub enum Scope {
 /// [`flush`](Self::flush) or [`flush_with`](Self::flush_with), or drop it
 /// explicitly with [`ignore`](Self::ignore) (for a table no hardware walks
 /// yet).
+///
+/// Tables an operation unlinks are freed only after the batch's
+/// invalidation has run (or when it is ignored or dropped), so no walk
+/// cache can still point at a frame the allocator hands out again. If the
+/// invalidation fails, they are leaked rather than freed.
 #[must_use = "a changed mapping stays cached until the batch is flushed; call flush() or ignore()"]
 pub struct TlbFlush<F: Format> {
     ctx: Context,
     pages: [usize; MAX_PAGES],
     len: usize,
     scope: Scope,
+    frees: [usize; MAX_FREES],
+    nfree: usize,
+    frames_per_table: usize,
+    dealloc: Dealloc,
     _format: PhantomData<F>,
+}
+
+impl<F: Format> Drop for TlbFlush<F> {
+    fn drop(&mut self) {
+        for &pa in &self.frees[..self.nfree] {
+            (self.dealloc)(memory_addr::PhysAddr::from(pa), self.frames_per_table);
+        }
+    }
 }
 
 impl<F: Format> core::fmt::Debug for TlbFlush<F> {
@@ -171,20 +220,49 @@ impl<F: Format> core::fmt::Debug for TlbFlush<F> {
 }
 
 impl<F: Format> TlbFlush<F> {
-    pub(crate) fn new(ctx: Context) -> Self {
+    pub(crate) fn new(ctx: Context, dealloc: Dealloc, frames_per_table: usize) -> Self {
         TlbFlush {
             ctx,
             pages: [0; MAX_PAGES],
             len: 0,
             scope: Scope::Nothing,
+            frees: [0; MAX_FREES],
+            nfree: 0,
+            frames_per_table,
+            dealloc,
             _format: PhantomData,
         }
+    }
+
+    /// Whether another unlinked table can be held for freeing.
+    pub(crate) fn can_free(&self) -> bool {
+        self.nfree < MAX_FREES
+    }
+
+    /// Holds an unlinked table, which translated the addresses from `gpa`,
+    /// to free once the invalidation has run.
+    pub(crate) fn free_later(&mut self, table: usize, gpa: usize) {
+        debug_assert!(self.can_free());
+        self.frees[self.nfree] = table;
+        self.nfree += 1;
+        if F::FLUSH.page_covers_tables {
+            self.add_page(gpa);
+        } else {
+            self.add_context();
+        }
+    }
+
+    /// How many unlinked tables wait for this batch.
+    pub fn tables_to_free(&self) -> usize {
+        self.nfree
     }
 
     /// Records that the leaf mapping `gpa` changed.
     pub(crate) fn add_page(&mut self, gpa: usize) {
         match self.scope {
             Scope::Context => {}
+            // The same address twice (a table and the leaf that emptied it).
+            _ if self.len > 0 && self.pages[self.len - 1] == gpa => {}
             _ if self.len == MAX_PAGES => self.scope = Scope::Context,
             _ => {
                 self.pages[self.len] = gpa;
@@ -215,11 +293,23 @@ impl<F: Format> TlbFlush<F> {
     }
 
     /// Adds another batch of the same table to this one.
-    pub fn merge(&mut self, other: TlbFlush<F>) {
+    pub fn merge(&mut self, mut other: TlbFlush<F>) {
         match other.scope {
             Scope::Nothing => {}
             Scope::Context => self.scope = Scope::Context,
             Scope::Pages => other.pages().iter().for_each(|p| self.add_page(*p)),
+        }
+        while other.nfree > 0 {
+            other.nfree -= 1;
+            let pa = other.frees[other.nfree];
+            if self.can_free() {
+                // Its invalidation came along with `other`'s scope above.
+                self.frees[self.nfree] = pa;
+                self.nfree += 1;
+            } else {
+                // No room: free it when `other` drops would be too early,
+                // so it is leaked (it is already unlinked and zeroed).
+            }
         }
     }
 
@@ -232,13 +322,18 @@ impl<F: Format> TlbFlush<F> {
         self.flush_with(&mut crate::instr::Host)
     }
 
-    /// Runs the batch through `exec`.
-    pub fn flush_with(self, exec: &mut impl FlushExecutor) -> Result<(), FlushError> {
-        match self.scope {
+    /// Runs the batch through `exec`, then frees the tables it unlinked.
+    pub fn flush_with(mut self, exec: &mut impl FlushExecutor) -> Result<(), FlushError> {
+        let result = match self.scope {
             Scope::Nothing => Ok(()),
             Scope::Pages => run(&F::FLUSH.page, &self.ctx, &self.pages[..self.len], exec),
             Scope::Context => run(&F::FLUSH.context, &self.ctx, &[], exec),
+        };
+        if result.is_err() {
+            // Not invalidated: a walk cache may still use these tables.
+            self.nfree = 0;
         }
+        result
     }
 }
 

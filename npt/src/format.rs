@@ -310,3 +310,37 @@ pub trait Format: 'static + Send + Sync {
     /// values flush recipes refer to by name (the root register first).
     fn context(root_pa: u64, params: &Self::Params) -> Result<crate::flush::Context, Error>;
 }
+
+/// The layout the spec compiler's fallback gives a format whose spec has
+/// errors (the crate does not compile, so it is never used).
+#[doc(hidden)]
+pub const STUB_LAYOUT: Layout = Layout {
+    name: "",
+    geometry: Geometry {
+        granule_shift: 12,
+        input_bits: 12,
+        output_bits: 12,
+        root_tables: 1,
+        root_align: 4096,
+        levels: &[],
+    },
+    present: Pred::Always,
+    table: DescriptorKind {
+        is: Pred::Always,
+        set: 0,
+    },
+    block: None,
+    page: DescriptorKind {
+        is: Pred::Always,
+        set: 0,
+    },
+    address: AddressField {
+        lo: 12,
+        width: 0,
+        pa_shift: 12,
+    },
+    ignored: 0,
+    leaf_attrs: [Err(Illegal { reason: "" }); 64],
+    attr_mask: 0,
+    decode: &[],
+};

@@ -73,6 +73,8 @@ pub type NestedPageTable<H> = NestedTable<riscv::Sv39x4, H>;
 /// What generated code refers to. Not part of the public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::flush::STUB_FLUSH;
+    pub use crate::format::STUB_LAYOUT;
     pub use bitflags;
     pub use page_table_entry::{GenericPTE, MappingFlags};
     pub use page_table_multiarch::PagingMetaData;

@@ -10,11 +10,27 @@ use crate::format::Format;
 use memory_addr::PhysAddr;
 use page_table_entry::MappingFlags;
 
-fn encodable<F: Format>(pa: PhysAddr) -> Option<u64> {
-    let lay = &F::LAYOUT;
+/// `pa` if a descriptor can hold it: below the output width and aligned to
+/// the granule, or for a block (`huge`) to the smallest block size (a block's
+/// output-address bits below its size are reserved: EPT misconfiguration,
+/// Arm RES0). `GenericPTE` does not say which level a block is at, so a
+/// 1 GiB block is only checked for the smallest block alignment.
+fn encodable<F: Format>(pa: PhysAddr, huge: bool) -> Option<u64> {
+    let g = &F::LAYOUT.geometry;
+    let last = g.levels.len() - 1;
+    let align = if huge {
+        let smallest_block = g.levels[..last]
+            .iter()
+            .filter(|l| l.leaf)
+            .map(|l| l.span())
+            .min();
+        smallest_block?
+    } else {
+        g.granule()
+    };
     let pa = pa.as_usize() as u64;
-    let aligned = pa % lay.geometry.granule() as u64 == 0;
-    ((pa as u128) < lay.geometry.output_limit() && aligned).then_some(pa)
+    let aligned = pa % align as u64 == 0;
+    ((pa as u128) < g.output_limit() && aligned).then_some(pa)
 }
 
 /// `GenericPTE::new_page`: a page (`is_huge` false) or block leaf, or a
@@ -26,8 +42,8 @@ pub fn new_page<F: Format>(paddr: PhysAddr, flags: MappingFlags, is_huge: bool) 
     } else {
         lay.geometry.levels.len() - 1
     };
-    match (encodable::<F>(paddr), lay.attrs(flags)) {
-        (Some(pa), Ok(attrs)) if !is_huge || lay.block.is_some() => lay.leaf(level, pa, attrs),
+    match (encodable::<F>(paddr, is_huge), lay.attrs(flags)) {
+        (Some(pa), Ok(attrs)) => lay.leaf(level, pa, attrs),
         _ => 0,
     }
 }
@@ -35,7 +51,7 @@ pub fn new_page<F: Format>(paddr: PhysAddr, flags: MappingFlags, is_huge: bool) 
 /// `GenericPTE::new_table`, or a non-present entry for an unencodable
 /// address.
 pub fn new_table<F: Format>(paddr: PhysAddr) -> u64 {
-    encodable::<F>(paddr).map_or(0, |pa| F::LAYOUT.table(pa))
+    encodable::<F>(paddr, false).map_or(0, |pa| F::LAYOUT.table(pa))
 }
 
 /// `GenericPTE::paddr`.
@@ -52,11 +68,17 @@ pub fn flags<F: Format>(raw: u64) -> MappingFlags {
     }
 }
 
-/// `GenericPTE::set_paddr`: keeps every other bit; an unencodable address
-/// makes the entry non-present.
+/// `GenericPTE::set_paddr`: keeps every other bit; an address the entry
+/// cannot hold (for a block: one not aligned to a block) makes the entry
+/// non-present.
 pub fn set_paddr<F: Format>(raw: u64, paddr: PhysAddr) -> u64 {
     let a = &F::LAYOUT.address;
-    encodable::<F>(paddr).map_or(0, |pa| (raw & !a.mask()) | a.encode(pa))
+    let lay = &F::LAYOUT;
+    // Where blocks and pages look alike (RISC-V), the level is unknown and
+    // only granule alignment can be checked.
+    let tellable = lay.block.is_some_and(|b| b.is != lay.page.is);
+    let huge = tellable && lay.is_block(raw);
+    encodable::<F>(paddr, huge).map_or(0, |pa| (raw & !a.mask()) | a.encode(pa))
 }
 
 /// `GenericPTE::set_flags`: rebuilds the leaf at the same address, or makes

@@ -21,6 +21,10 @@ pub struct NestedTable<F: Format, H: PagingHandler> {
     root: u64,
     params: F::Params,
     ctx: Context,
+    /// A refused `map` installed tables whose invalidation it could not
+    /// hand out (RISC-V may cache the invalid entries they replaced): the
+    /// next batch invalidates the context.
+    pending_context: bool,
     _marker: PhantomData<(F, fn() -> H)>,
 }
 
@@ -104,6 +108,7 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
                 root,
                 params,
                 ctx,
+                pending_context: false,
                 _marker: PhantomData,
             }),
             Err(e) => {
@@ -170,8 +175,12 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
     }
 
     /// An empty invalidation batch for this table.
-    fn batch(&self) -> TlbFlush<F> {
-        TlbFlush::new(self.ctx)
+    fn batch(&mut self) -> TlbFlush<F> {
+        let mut tf = TlbFlush::new(self.ctx, H::dealloc_frames, Self::frames(1));
+        if core::mem::take(&mut self.pending_context) {
+            tf.add_context();
+        }
+        tf
     }
 
     // -- checks --------------------------------------------------------
@@ -304,7 +313,12 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         };
         let mut tf = self.batch();
         let end = gpa + size;
-        self.map_rec(Pass::Prepare, self.root, 0, gpa, end, &job, &mut tf)?;
+        if let Err(e) = self.map_rec(Pass::Prepare, self.root, 0, gpa, end, &job, &mut tf) {
+            // No leaf was written, but tables may have been installed.
+            self.pending_context = tf.scope() != crate::flush::Scope::Nothing;
+            tf.ignore();
+            return Err(e);
+        }
         self.map_rec(Pass::Write, self.root, 0, gpa, end, &job, &mut tf)?;
         Ok(tf)
     }
@@ -346,22 +360,18 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
             let chunk_end = (cur - cur % span).saturating_add(span).min(end);
             let raw = Self::read(table, idx);
             let decoded = lay.decode(raw, lvl);
-            if Self::leaf_fits(job, lvl, cur, chunk_end) {
+            // An existing (empty) table is descended into, not replaced by
+            // a block: replacing a table entry with a block needs
+            // break-before-make on Arm, which a table edit cannot do alone.
+            let is_table = matches!(decoded, Decoded::Table(_));
+            if Self::leaf_fits(job, lvl, cur, chunk_end) && !is_table {
                 match (pass, decoded) {
                     (Pass::Prepare, Decoded::Invalid) => {}
-                    (Pass::Prepare, Decoded::Table(next)) => {
-                        self.check_empty(next, lvl + 1, cur, chunk_end)?
-                    }
                     (Pass::Prepare, _) => return Err(Error::AlreadyMapped { gpa: cur.into() }),
-                    (Pass::Write, old) => {
+                    (Pass::Write, _) => {
                         let hpa = (job.hpa + (cur - job.start)) as u64;
                         Self::write(table, idx, lay.leaf(lvl, hpa, job.attrs));
-                        if let Decoded::Table(next) = old {
-                            // An empty table is replaced by a block: the
-                            // walk caches may hold the old table entry.
-                            self.free_subtree(next, lvl + 1);
-                            tf.add_context();
-                        } else if F::FLUSH.invalidate_on_map {
+                        if F::FLUSH.invalidate_on_map {
                             tf.add_page(cur);
                         }
                     }
@@ -388,24 +398,6 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
                     _ => return Err(Error::AlreadyMapped { gpa: cur.into() }),
                 };
                 self.map_rec(pass, next, lvl + 1, cur, chunk_end, job, tf)?;
-            }
-            cur = chunk_end;
-        }
-        Ok(())
-    }
-
-    /// Fails if any leaf lies in `start..end` below `table`.
-    fn check_empty(&self, table: u64, lvl: usize, start: usize, end: usize) -> Result<(), Error> {
-        let lay = layout::<F>();
-        let l = &lay.geometry.levels[lvl];
-        let span = l.span();
-        let mut cur = start;
-        while cur < end {
-            let chunk_end = (cur - cur % span).saturating_add(span).min(end);
-            match lay.decode(Self::read(table, l.index(cur)), lvl) {
-                Decoded::Invalid => {}
-                Decoded::Table(next) => self.check_empty(next, lvl + 1, cur, chunk_end)?,
-                _ => return Err(Error::AlreadyMapped { gpa: cur.into() }),
             }
             cur = chunk_end;
         }
@@ -534,16 +526,25 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
                 }
                 Decoded::Table(next) => {
                     self.rewrite_rec(next, lvl + 1, cur, chunk_end, attrs, tf);
-                    if attrs.is_none() && cur == base && chunk_end - cur == span {
+                    if attrs.is_none() && tf.can_free() && Self::is_empty(next, lvl + 1) {
+                        // Unlinked now, freed once the batch has invalidated
+                        // the walk caches that may still point at it. It is
+                        // empty only if the recursion unlinked all of its
+                        // subtables, so nothing below it is lost.
                         Self::write(table, idx, 0);
-                        self.free_subtree(next, lvl + 1);
-                        tf.add_context();
+                        tf.free_later(next as usize, base);
                     }
                 }
                 Decoded::Invalid | Decoded::Reserved => {}
             }
             cur = chunk_end;
         }
+    }
+
+    /// Whether every entry of `table` (at level `lvl`) is zero.
+    fn is_empty(table: u64, lvl: usize) -> bool {
+        let entries = layout::<F>().geometry.levels[lvl].entries();
+        (0..entries).all(|i| Self::read(table, i) == 0)
     }
 
     // -- query and walk ------------------------------------------------

@@ -131,6 +131,7 @@ pub fn generate(f: &Format) -> TokenStream {
         quote!(&[#(#rules),*])
     });
     let on_map = f.flush.invalidate_on_map.value;
+    let covers = f.flush.page_covers_tables.value;
     let page_r = recipe(f, &f.flush.page);
     let context_r = recipe(f, &f.flush.context);
     let all_r = recipe(f, &f.flush.all);
@@ -161,6 +162,7 @@ pub fn generate(f: &Format) -> TokenStream {
             };
             const FLUSH: ::npt::flush::FlushSpec = ::npt::flush::FlushSpec {
                 invalidate_on_map: #on_map,
+                page_covers_tables: #covers,
                 page: #page_r,
                 context: #context_r,
                 all: #all_r,

@@ -29,7 +29,11 @@ use x86_64 as native;
 pub struct Host;
 
 #[cfg(not(all(
-    any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"),
+    any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64"
+    ),
     target_os = "none"
 )))]
 mod native {

@@ -1,0 +1,1008 @@
+//! Behaviour of the table engine (`npt::NestedTable`), mostly through
+//! Intel EPT (`Ept4`) and Arm stage 2 (`Stage2Ipa39`): argument checks,
+//! huge-page choice, refusals that change nothing, table freeing,
+//! allocator failures, invalidation batches, and a randomized comparison
+//! against a simple page-by-page model.
+
+use npt::aarch64::Stage2Ipa39;
+use npt::flush::{Event, Instr, Recorder, Scope, MAX_PAGES};
+use npt::riscv::Sv39x4;
+use npt::size::{SIZE_1G, SIZE_2M, SIZE_4K};
+use npt::x86_64::Ept4;
+use npt::{
+    Error, Format, GuestPhysAddr, HostPhysAddr, Leaf, MappingFlags as MF, NestedTable, TlbFlush,
+    Translation,
+};
+use npt_tests::{live_frames, reset, set_budget, Frames, DEFAULT_BASE, DEFAULT_FRAMES};
+use std::collections::BTreeMap;
+
+type T<F> = NestedTable<F, Frames>;
+
+const R: MF = MF::READ;
+const RW: MF = MF::READ.union(MF::WRITE);
+const RX: MF = MF::READ.union(MF::EXECUTE);
+const RWX: MF = RW.union(MF::EXECUTE);
+
+fn gpa(a: usize) -> GuestPhysAddr {
+    GuestPhysAddr::from(a)
+}
+
+fn hpa(a: usize) -> HostPhysAddr {
+    HostPhysAddr::from(a)
+}
+
+fn fresh<F: Format>() -> T<F> {
+    reset(DEFAULT_BASE, DEFAULT_FRAMES);
+    set_budget(None);
+    T::<F>::try_new().unwrap()
+}
+
+fn leaves<F: Format>(t: &T<F>) -> Vec<Leaf> {
+    let mut v = Vec::new();
+    t.for_each_leaf(|l| v.push(l));
+    v
+}
+
+/// (gpa, hpa, size) of every leaf.
+fn shape<F: Format>(t: &T<F>) -> Vec<(usize, usize, usize)> {
+    leaves(t)
+        .iter()
+        .map(|l| (l.gpa.as_usize(), l.hpa.as_usize(), l.size))
+        .collect()
+}
+
+/// Maps and drops the (unneeded) invalidation batch.
+fn map_ok<F: Format>(t: &mut T<F>, g: usize, h: usize, size: usize, flags: MF, huge: bool) {
+    t.map_region(gpa(g), hpa(h), size, flags, huge)
+        .unwrap()
+        .ignore();
+}
+
+fn err<F: Format>(r: Result<TlbFlush<F>, Error>) -> Error {
+    match r {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e,
+    }
+}
+
+// -- basics ----------------------------------------------------------------
+
+fn basics<F: Format>() {
+    let mut t = fresh::<F>();
+    t.map(gpa(0x1000), hpa(0x5000), SIZE_4K, RW)
+        .unwrap()
+        .ignore();
+    let q = t.query(gpa(0x1234)).unwrap();
+    assert_eq!(
+        q,
+        Translation {
+            hpa: hpa(0x5234),
+            flags: RW,
+            size: SIZE_4K
+        }
+    );
+    assert_eq!(
+        t.query(gpa(0x2000)),
+        Err(Error::NotMapped { gpa: gpa(0x2000) })
+    );
+    assert_eq!(t.query(gpa(0)), Err(Error::NotMapped { gpa: gpa(0) }));
+
+    t.protect(gpa(0x1000), R).unwrap().ignore();
+    assert_eq!(t.query(gpa(0x1000)).unwrap().flags, R);
+    assert_eq!(t.query(gpa(0x1000)).unwrap().hpa, hpa(0x5000));
+
+    let (tr, tf) = t.unmap(gpa(0x1000)).unwrap();
+    tf.ignore();
+    assert_eq!((tr.hpa, tr.flags, tr.size), (hpa(0x5000), R, SIZE_4K));
+    assert_eq!(
+        t.query(gpa(0x1000)),
+        Err(Error::NotMapped { gpa: gpa(0x1000) })
+    );
+    assert_eq!(
+        t.unmap(gpa(0x1000)).err(),
+        Some(Error::NotMapped { gpa: gpa(0x1000) })
+    );
+    assert!(leaves(&t).is_empty());
+}
+
+#[test]
+fn basics_ept4() {
+    basics::<Ept4>();
+}
+
+#[test]
+fn basics_stage2() {
+    basics::<Stage2Ipa39>();
+}
+
+#[test]
+fn basics_sv39x4() {
+    basics::<Sv39x4>();
+}
+
+// -- huge-page choice --------------------------------------------------------
+
+#[test]
+fn map_region_uses_huge_pages_only_where_both_addresses_align() {
+    let mut t = fresh::<Ept4>();
+    // 4K + 2M + 4K: only the middle is 2M-aligned on both sides.
+    map_ok(
+        &mut t,
+        0x1F_F000,
+        0x1_001F_F000,
+        SIZE_2M + 2 * SIZE_4K,
+        RW,
+        true,
+    );
+    assert_eq!(
+        shape(&t),
+        [
+            (0x1F_F000, 0x1_001F_F000, SIZE_4K),
+            (0x20_0000, 0x1_0020_0000, SIZE_2M),
+            (0x4_00000, 0x1_0040_0000, SIZE_4K),
+        ]
+    );
+}
+
+#[test]
+fn gpa_2m_aligned_but_hpa_4k_aligned_gives_4k_leaves() {
+    let mut t = fresh::<Ept4>();
+    map_ok(&mut t, 0x20_0000, 0x1000_1000, SIZE_2M, RW, true);
+    let s = shape(&t);
+    assert_eq!(s.len(), 512);
+    for (i, l) in s.iter().enumerate() {
+        assert_eq!(
+            *l,
+            (0x20_0000 + i * SIZE_4K, 0x1000_1000 + i * SIZE_4K, SIZE_4K)
+        );
+    }
+}
+
+#[test]
+fn allow_huge_false_gives_only_4k_leaves() {
+    let mut t = fresh::<Stage2Ipa39>();
+    map_ok(&mut t, 0x4000_0000, 0x4000_0000, 2 * SIZE_2M, RW, false);
+    let l = leaves(&t);
+    assert_eq!(l.len(), 1024);
+    assert!(l.iter().all(|l| l.size == SIZE_4K));
+}
+
+#[test]
+fn gigapage_and_query_inside_huge_pages() {
+    let mut t = fresh::<Ept4>();
+    map_ok(
+        &mut t,
+        0x4000_0000,
+        0x8000_0000,
+        SIZE_1G + SIZE_2M,
+        RWX,
+        true,
+    );
+    assert_eq!(
+        shape(&t),
+        [
+            (0x4000_0000, 0x8000_0000, SIZE_1G),
+            (0x8000_0000, 0xC000_0000, SIZE_2M),
+        ]
+    );
+    let q = t.query(gpa(0x4123_4567)).unwrap();
+    assert_eq!((q.hpa, q.size, q.flags), (hpa(0x8123_4567), SIZE_1G, RWX));
+    let q = t.query(gpa(0x801F_FFFF)).unwrap();
+    assert_eq!((q.hpa, q.size), (hpa(0xC01F_FFFF), SIZE_2M));
+    assert_eq!(
+        t.query(gpa(0x8020_0000)),
+        Err(Error::NotMapped {
+            gpa: gpa(0x8020_0000)
+        })
+    );
+}
+
+// -- argument checks ---------------------------------------------------------
+
+#[test]
+fn map_of_a_non_leaf_size_is_unsupported() {
+    let mut t = fresh::<Ept4>();
+    for size in [0, 0x800, 0x2000, 0x3000, 0x4_00000, 1 << 39] {
+        assert_eq!(
+            err(t.map(gpa(0), hpa(0), size, RW)),
+            Error::UnsupportedPageSize { size },
+            "{size:#x}"
+        );
+    }
+    drop(t);
+    let mut t = fresh::<Stage2Ipa39>();
+    // Stage2Ipa39 starts at level 1: no 512G level at all.
+    assert_eq!(
+        err(t.map(gpa(0), hpa(0), 1 << 39, RW)),
+        Error::UnsupportedPageSize { size: 1 << 39 }
+    );
+    assert!(leaves(&t).is_empty());
+}
+
+#[test]
+fn misaligned_addresses_refused() {
+    let mut t = fresh::<Ept4>();
+    let mis_gpa = |g, align| Error::MisalignedGpa { gpa: gpa(g), align };
+    let mis_hpa = |h, align| Error::MisalignedHpa { hpa: hpa(h), align };
+    assert_eq!(
+        err(t.map(gpa(0x1800), hpa(0), SIZE_4K, RW)),
+        mis_gpa(0x1800, SIZE_4K)
+    );
+    assert_eq!(
+        err(t.map(gpa(0x1000), hpa(0), SIZE_2M, RW)),
+        mis_gpa(0x1000, SIZE_2M)
+    );
+    assert_eq!(
+        err(t.map(gpa(0x20_0000), hpa(0x1000), SIZE_2M, RW)),
+        mis_hpa(0x1000, SIZE_2M)
+    );
+    assert_eq!(
+        err(t.map(gpa(0x4000_0000), hpa(0x20_0000), SIZE_1G, RW)),
+        mis_hpa(0x20_0000, SIZE_1G)
+    );
+    assert_eq!(
+        err(t.map_region(gpa(0x1001), hpa(0), SIZE_4K, RW, true)),
+        mis_gpa(0x1001, SIZE_4K)
+    );
+    assert_eq!(
+        err(t.map_region(gpa(0x1000), hpa(0x10), SIZE_4K, RW, true)),
+        mis_hpa(0x10, SIZE_4K)
+    );
+    map_ok(&mut t, 0, 0, 0x4000, RW, true);
+    let before = leaves(&t);
+    assert_eq!(
+        err(t.unmap_region(gpa(0x800), SIZE_4K)),
+        mis_gpa(0x800, SIZE_4K)
+    );
+    assert_eq!(
+        err(t.protect_region(gpa(0x10), SIZE_4K, R)),
+        mis_gpa(0x10, SIZE_4K)
+    );
+    assert_eq!(leaves(&t), before);
+}
+
+#[test]
+fn bad_sizes_refused() {
+    let mut t = fresh::<Ept4>();
+    let bad = |size| Error::BadSize {
+        size,
+        granule: SIZE_4K,
+    };
+    for size in [0, 0x10, 0x1800, SIZE_2M + 1] {
+        assert_eq!(err(t.map_region(gpa(0), hpa(0), size, RW, true)), bad(size));
+    }
+    map_ok(&mut t, 0, 0, 0x4000, RW, true);
+    let before = leaves(&t);
+    assert_eq!(err(t.unmap_region(gpa(0), 0)), bad(0));
+    assert_eq!(err(t.unmap_region(gpa(0), 0x1800)), bad(0x1800));
+    assert_eq!(err(t.protect_region(gpa(0), 0, R)), bad(0));
+    assert_eq!(err(t.protect_region(gpa(0), 0x10, R)), bad(0x10));
+    assert_eq!(leaves(&t), before);
+}
+
+#[test]
+fn addresses_beyond_the_widths_refused() {
+    let mut t = fresh::<Stage2Ipa39>();
+    // 39-bit input, 48-bit output.
+    assert_eq!(
+        err(t.map(gpa(1 << 39), hpa(0), SIZE_4K, RW)),
+        Error::GpaOutOfRange {
+            gpa: gpa(1 << 39),
+            input_bits: 39
+        }
+    );
+    assert_eq!(
+        err(t.map(gpa(0), hpa(1 << 48), SIZE_4K, RW)),
+        Error::HpaOutOfRange {
+            hpa: hpa(1 << 48),
+            output_bits: 48
+        }
+    );
+    assert_eq!(
+        err(t.map_region(gpa(0), hpa((1 << 48) - SIZE_4K), 2 * SIZE_4K, RW, true)),
+        Error::HpaOutOfRange {
+            hpa: hpa(1 << 48),
+            output_bits: 48
+        }
+    );
+    assert!(leaves(&t).is_empty());
+}
+
+// -- refusals change nothing ---------------------------------------------------
+
+#[test]
+fn overlapping_map_refused_without_change() {
+    let mut t = fresh::<Ept4>();
+    map_ok(&mut t, 0x20_0000, 0x9000_0000, SIZE_4K, RW, true);
+    map_ok(&mut t, 0x4000_0000, 0x4000_0000, SIZE_2M, R, true);
+    let before = leaves(&t);
+    // 0x10_0000..0x20_1000 overlaps only at its last page, in another PD
+    // entry than its start.
+    let e = err(t.map_region(gpa(0x10_0000), hpa(0x1_0000_0000), 0x10_1000, RWX, true));
+    assert_eq!(
+        e,
+        Error::AlreadyMapped {
+            gpa: gpa(0x20_0000)
+        }
+    );
+    assert_eq!(leaves(&t), before);
+    assert_eq!(
+        t.query(gpa(0x10_0000)),
+        Err(Error::NotMapped {
+            gpa: gpa(0x10_0000)
+        })
+    );
+    // A page inside a 2M leaf.
+    let e = err(t.map(gpa(0x4000_1000), hpa(0), SIZE_4K, RW));
+    assert_eq!(
+        e,
+        Error::AlreadyMapped {
+            gpa: gpa(0x4000_1000)
+        }
+    );
+    // A 2M leaf over a table holding one page.
+    let e = err(t.map(gpa(0x20_0000), hpa(0x20_0000), SIZE_2M, RW));
+    assert_eq!(
+        e,
+        Error::AlreadyMapped {
+            gpa: gpa(0x20_0000)
+        }
+    );
+    // A 1G leaf over a table holding a 2M leaf.
+    let e = err(t.map(gpa(0x4000_0000), hpa(0), SIZE_1G, RW));
+    assert_eq!(
+        e,
+        Error::AlreadyMapped {
+            gpa: gpa(0x4000_0000)
+        }
+    );
+    assert_eq!(leaves(&t), before);
+    // Tables a refused map allocated are still accounted for.
+    assert_eq!(live_frames(), t.frames_used());
+}
+
+#[test]
+fn unmap_region_over_a_hole_refused_without_change() {
+    let mut t = fresh::<Ept4>();
+    map_ok(&mut t, 0, 0x10_0000, 0x3000, RW, true);
+    map_ok(&mut t, 0x4000, 0x10_4000, 0x2000, RW, true);
+    let before = leaves(&t);
+    let frames = t.frames_used();
+    assert_eq!(
+        err(t.unmap_region(gpa(0), 0x6000)),
+        Error::NotMapped { gpa: gpa(0x3000) }
+    );
+    assert_eq!(
+        err(t.protect_region(gpa(0), 0x6000, R)),
+        Error::NotMapped { gpa: gpa(0x3000) }
+    );
+    // A hole of a whole PD entry.
+    assert_eq!(
+        err(t.unmap_region(gpa(0x4000), SIZE_2M)),
+        Error::NotMapped { gpa: gpa(0x6000) }
+    );
+    assert_eq!(leaves(&t), before);
+    assert_eq!(t.frames_used(), frames);
+}
+
+#[test]
+fn partial_huge_page_refused_without_change() {
+    let mut t = fresh::<Ept4>();
+    map_ok(&mut t, 0x20_0000, 0x20_0000, SIZE_2M, RW, true);
+    map_ok(&mut t, 0x4_00000, 0x1000_0000, SIZE_4K, RW, true);
+    let before = leaves(&t);
+    assert_eq!(before[0].size, SIZE_2M);
+    let split = Error::SplitsHugePage {
+        gpa: gpa(0x20_0000),
+        size: SIZE_2M,
+    };
+    assert_eq!(err(t.unmap_region(gpa(0x20_0000), SIZE_4K)), split);
+    assert_eq!(err(t.unmap_region(gpa(0x30_0000), 0x10_1000)), split);
+    assert_eq!(err(t.protect_region(gpa(0x30_0000), 0x10_0000, R)), split);
+    assert_eq!(err(t.protect_region(gpa(0x3F_F000), 0x2000, R)), split);
+    assert_eq!(t.unmap(gpa(0x20_1000)).err(), Some(split));
+    assert_eq!(leaves(&t), before);
+}
+
+// -- frames ------------------------------------------------------------------
+
+#[test]
+fn unmap_of_whole_tables_frees_them() {
+    let mut t = fresh::<Ept4>();
+    assert_eq!((t.frames_used(), live_frames()), (1, 1));
+    // PDPT, PD, PT.
+    map_ok(&mut t, 0x4000_0000, 0x4000_0000, SIZE_2M, RW, false);
+    assert_eq!((t.frames_used(), live_frames()), (4, 4));
+    // Covers part of the PT: it stays.
+    t.unmap_region(gpa(0x4000_0000), SIZE_4K).unwrap().ignore();
+    assert_eq!((t.frames_used(), live_frames()), (4, 4));
+    map_ok(&mut t, 0x4000_0000, 0x4000_0000, SIZE_4K, RW, false);
+    // Empties the PT, and so the PD and PDPT above it: all three unlinked
+    // at once, freed when the batch is done with.
+    let tf = t.unmap_region(gpa(0x4000_0000), SIZE_2M).unwrap();
+    assert_eq!(tf.scope(), Scope::Context);
+    assert_eq!(tf.tables_to_free(), 3);
+    assert_eq!((t.frames_used(), live_frames()), (1, 4));
+    tf.ignore();
+    assert_eq!(live_frames(), 1);
+    // 512 2M leaves in one PD (HPA 2M but not 1G aligned).
+    map_ok(&mut t, 0x4000_0000, 0x1_0020_0000, SIZE_1G, RW, true);
+    assert_eq!(leaves(&t).len(), 512);
+    assert_eq!((t.frames_used(), live_frames()), (3, 3));
+    let tf = t.unmap_region(gpa(0x4000_0000), SIZE_1G).unwrap();
+    assert_eq!(tf.scope(), Scope::Context);
+    tf.ignore();
+    // PD and PDPT freed: the root is left.
+    assert_eq!((t.frames_used(), live_frames()), (1, 1));
+    assert!(leaves(&t).is_empty());
+}
+
+#[test]
+fn a_failed_invalidation_leaks_rather_than_frees() {
+    struct Failing;
+    impl npt::flush::FlushExecutor for Failing {
+        fn execute(&mut self, op: npt::flush::Issued) -> Result<(), npt::FlushError> {
+            Err(npt::FlushError::ForeignInstruction(op.instr))
+        }
+        fn switch_context(
+            &mut self,
+            _: npt::flush::ContextRegister,
+            _: u64,
+        ) -> Result<Option<u64>, npt::FlushError> {
+            Ok(None)
+        }
+        fn restore_context(
+            &mut self,
+            _: npt::flush::ContextRegister,
+            _: u64,
+        ) -> Result<(), npt::FlushError> {
+            Ok(())
+        }
+    }
+    let mut t = fresh::<Ept4>();
+    map_ok(&mut t, 0x4000_0000, 0x4000_0000, SIZE_4K, RW, false);
+    let tf = t.unmap_region(gpa(0x4000_0000), SIZE_4K).unwrap();
+    assert!(tf.flush_with(&mut Failing).is_err());
+    // The PT, PD and PDPT may still be cached: not handed out again.
+    assert_eq!((t.frames_used(), live_frames()), (1, 4));
+}
+
+#[test]
+fn unmap_of_a_mixed_gigabyte_frees_every_table_below() {
+    let mut t = fresh::<Stage2Ipa39>();
+    // 512 4K leaves (one L3 table) and 511 2M leaves under one L2 table.
+    map_ok(&mut t, 0x4000_0000, 0x1_0000_0000, SIZE_2M, RW, false);
+    map_ok(
+        &mut t,
+        0x4020_0000,
+        0x1_0020_0000,
+        SIZE_1G - SIZE_2M,
+        RW,
+        true,
+    );
+    assert_eq!(leaves(&t).len(), 512 + 511);
+    assert_eq!((t.frames_used(), live_frames()), (3, 3));
+    t.unmap_region(gpa(0x4000_0000), SIZE_1G).unwrap().ignore();
+    assert_eq!((t.frames_used(), live_frames()), (1, 1));
+    assert!(leaves(&t).is_empty());
+}
+
+fn drop_frees<F: Format>() {
+    let mut t = fresh::<F>();
+    map_ok(&mut t, 0, 0x10_0000, 0x5000, RW, true);
+    map_ok(&mut t, 0x4000_0000, 0x4000_0000, SIZE_1G, RW, true);
+    map_ok(&mut t, 0x8000_0000, 0x20_0000, SIZE_2M + SIZE_4K, R, true);
+    map_ok(&mut t, 0x1_0000_0000 + 0x1000, 0x1000, 0x3000, RX, true);
+    assert!(live_frames() > 1);
+    assert_eq!(live_frames(), t.frames_used());
+    drop(t);
+    assert_eq!(live_frames(), 0);
+}
+
+#[test]
+fn drop_frees_every_frame() {
+    drop_frees::<Ept4>();
+    drop_frees::<Stage2Ipa39>();
+    drop_frees::<Sv39x4>();
+}
+
+#[test]
+fn allocator_exhaustion_maps_nothing_then_retry_succeeds() {
+    let mut t = fresh::<Ept4>();
+    // 0x3FFF_F000..0x4000_1000 needs PDPT, PD, PT (first page) and PD, PT
+    // (second page): the 5th allocation fails.
+    set_budget(Some(4));
+    let e = err(t.map_region(gpa(0x3FFF_F000), hpa(0x10_0000), 2 * SIZE_4K, RW, true));
+    assert_eq!(e, Error::NoMemory);
+    assert!(leaves(&t).is_empty());
+    assert_eq!(live_frames(), t.frames_used());
+    set_budget(None);
+    map_ok(&mut t, 0x3FFF_F000, 0x10_0000, 2 * SIZE_4K, RW, true);
+    assert_eq!(
+        shape(&t),
+        [
+            (0x3FFF_F000, 0x10_0000, SIZE_4K),
+            (0x4000_0000, 0x10_1000, SIZE_4K)
+        ]
+    );
+    assert_eq!((t.frames_used(), live_frames()), (6, 6));
+    drop(t);
+    assert_eq!(live_frames(), 0);
+}
+
+#[test]
+fn no_frame_for_the_root() {
+    reset(DEFAULT_BASE, DEFAULT_FRAMES);
+    set_budget(Some(0));
+    assert_eq!(T::<Ept4>::try_new().err(), Some(Error::NoMemory));
+    set_budget(None);
+    // Sv39x4 needs 4 contiguous 16K-aligned frames: 3 are not enough.
+    reset(DEFAULT_BASE, 3);
+    assert_eq!(T::<Sv39x4>::try_new().err(), Some(Error::NoMemory));
+    assert_eq!(live_frames(), 0);
+}
+
+#[test]
+fn frames_beyond_the_output_width_are_refused() {
+    // Stage2Ipa39 outputs 48 bits.
+    reset(1 << 48, 64);
+    assert_eq!(T::<Stage2Ipa39>::try_new().err(), Some(Error::NoMemory));
+    assert_eq!(live_frames(), 0);
+    // Ept4 outputs 52 bits.
+    reset(1 << 52, 64);
+    assert_eq!(T::<Ept4>::try_new().err(), Some(Error::NoMemory));
+    assert_eq!(live_frames(), 0);
+    // The root fits just below 2^48; the next table would not.
+    reset((1 << 48) - SIZE_4K, 2);
+    let mut t = T::<Stage2Ipa39>::try_new().unwrap();
+    assert_eq!(t.root_paddr(), hpa((1 << 48) - SIZE_4K));
+    assert_eq!(err(t.map(gpa(0), hpa(0), SIZE_4K, RW)), Error::NoMemory);
+    assert!(leaves(&t).is_empty());
+    assert_eq!(live_frames(), 1);
+    // A 1G leaf needs no table.
+    t.map(gpa(0), hpa(0), SIZE_1G, RW).unwrap().ignore();
+    assert_eq!(leaves(&t).len(), 1);
+}
+
+// -- empty tables --------------------------------------------------------------
+
+#[test]
+fn existing_tables_are_descended_not_replaced_by_blocks() {
+    // Replacing a table entry with a block would need break-before-make on
+    // Arm; npt maps smaller leaves into the existing table instead.
+    let mut t = fresh::<Ept4>();
+    map_ok(&mut t, 0x20_0000, 0x5000, SIZE_4K, RW, true);
+    t.unmap_region(gpa(0x20_0000), SIZE_4K).unwrap().ignore();
+    // The PT emptied and was freed with the tables above it.
+    assert_eq!((t.frames_used(), live_frames()), (1, 1));
+    let tf = t
+        .map_region(gpa(0x20_0000), hpa(0x4000_0000), SIZE_2M, RW, true)
+        .unwrap();
+    assert_eq!(tf.scope(), Scope::Nothing);
+    tf.ignore();
+    assert_eq!(shape(&t), [(0x20_0000, 0x4000_0000, SIZE_2M)]);
+    // A table that still holds a leaf: the rest of its 2M is 4K leaves.
+    t.unmap_region(gpa(0x20_0000), SIZE_2M).unwrap().ignore();
+    map_ok(&mut t, 0x20_0000, 0x5000, SIZE_4K, RW, true);
+    map_ok(&mut t, 0x20_1000, 0x4000_1000, SIZE_2M - SIZE_4K, RW, true);
+    assert_eq!(leaves(&t).len(), 512);
+    assert!(leaves(&t).iter().all(|l| l.size == SIZE_4K));
+}
+
+// -- invalidation batches ----------------------------------------------------
+
+#[test]
+fn batches_scope_pages_and_merge() {
+    let mut t = fresh::<Stage2Ipa39>();
+    // Arm caches no invalid entries: mapping needs no invalidation.
+    let tf = t
+        .map_region(gpa(0), hpa(0x10_0000), 0x4_0000, RW, false)
+        .unwrap();
+    assert_eq!(tf.scope(), Scope::Nothing);
+    assert!(tf.pages().is_empty());
+    let mut rec = Recorder::default();
+    tf.flush_with(&mut rec).unwrap();
+    assert!(rec.events.is_empty());
+
+    let mut a = t.unmap_region(gpa(0), SIZE_4K).unwrap();
+    assert_eq!((a.scope(), a.pages()), (Scope::Pages, &[0][..]));
+    let b = t.unmap_region(gpa(0x1000), 0x2000).unwrap();
+    assert_eq!(b.pages(), [0x1000, 0x2000]);
+    a.merge(b);
+    assert_eq!(a.pages(), [0, 0x1000, 0x2000]);
+    let nothing = t.map(gpa(0), hpa(0), SIZE_4K, R).unwrap();
+    a.merge(nothing);
+    assert_eq!(
+        (a.scope(), a.pages()),
+        (Scope::Pages, &[0, 0x1000, 0x2000][..])
+    );
+    let mut n = t.map(gpa(0x1000), hpa(0), SIZE_4K, R).unwrap();
+    let p = t.protect(gpa(0), RW).unwrap();
+    n.merge(p);
+    assert_eq!((n.scope(), n.pages()), (Scope::Pages, &[0][..]));
+    n.ignore();
+
+    // Merging a context batch makes the whole batch context-wide.
+    let ctx = t
+        .unmap_region(gpa(0x1_0000), (MAX_PAGES + 1) * SIZE_4K)
+        .unwrap();
+    assert_eq!(ctx.scope(), Scope::Context);
+    assert!(ctx.pages().is_empty());
+    a.merge(ctx);
+    assert_eq!(a.scope(), Scope::Context);
+    assert!(a.pages().is_empty());
+    a.ignore();
+}
+
+#[test]
+fn more_than_max_pages_escalates_to_context() {
+    let mut t = fresh::<Stage2Ipa39>();
+    map_ok(&mut t, 0, 0x10_0000, 0x4_0000, RW, false);
+    let tf = t.unmap_region(gpa(0), MAX_PAGES * SIZE_4K).unwrap();
+    assert_eq!(tf.scope(), Scope::Pages);
+    assert_eq!(tf.pages().len(), MAX_PAGES);
+    let mut rec = Recorder::default();
+    tf.flush_with(&mut rec).unwrap();
+    let per_page = rec
+        .instrs()
+        .iter()
+        .filter(|i| i.instr == Instr::TlbiIpas2e1is)
+        .count();
+    assert_eq!(per_page, MAX_PAGES);
+
+    let base = MAX_PAGES * SIZE_4K;
+    let tf = t
+        .unmap_region(gpa(base), (MAX_PAGES + 1) * SIZE_4K)
+        .unwrap();
+    assert_eq!(tf.scope(), Scope::Context);
+    let mut rec = Recorder::default();
+    tf.flush_with(&mut rec).unwrap();
+    assert!(rec.instrs().iter().all(|i| i.instr != Instr::TlbiIpas2e1is));
+    assert!(rec
+        .instrs()
+        .iter()
+        .any(|i| i.instr == Instr::TlbiVmalls12e1is));
+    // The VMID's register is made current around the TLBIs, then restored.
+    assert!(matches!(rec.events.first(), Some(Event::Switch(_, v)) if *v == t.root_register()));
+    assert!(matches!(rec.events.last(), Some(Event::Restore(_, 0))));
+
+    // Merging single pages escalates the same way.
+    let start = 2 * base + SIZE_4K;
+    let mut all = t.protect(gpa(start), R).unwrap();
+    for i in 1..=MAX_PAGES {
+        let one = t.protect(gpa(start + i * SIZE_4K), R).unwrap();
+        all.merge(one);
+        let want = if i < MAX_PAGES {
+            Scope::Pages
+        } else {
+            Scope::Context
+        };
+        assert_eq!(all.scope(), want, "after {} pages", i + 1);
+    }
+    all.ignore();
+}
+
+// -- randomized model test -----------------------------------------------------
+
+/// xorshift64: deterministic, so a failure replays.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Map {
+        gpa: usize,
+        hpa: usize,
+        size: usize,
+        flags: MF,
+        huge: bool,
+    },
+    Unmap {
+        gpa: usize,
+        size: usize,
+    },
+    Protect {
+        gpa: usize,
+        size: usize,
+        flags: MF,
+    },
+}
+
+/// 4K page -> (hpa, flags).
+type Model = BTreeMap<usize, (usize, MF)>;
+
+const WINDOW: usize = 64 << 20;
+const PAGES: usize = WINDOW / SIZE_4K;
+
+fn clip(gpa: usize, size: usize) -> usize {
+    size.min(WINDOW - gpa)
+}
+
+/// A range to unmap or protect: usually a run of existing leaves (which
+/// may have holes between them), sometimes anything.
+fn pick_range(rng: &mut Rng, leaves: &[Leaf]) -> (usize, usize) {
+    if !leaves.is_empty() && rng.below(3) != 0 {
+        let i = rng.below(leaves.len());
+        let j = (i + rng.below(4)).min(leaves.len() - 1);
+        let start = leaves[i].gpa.as_usize();
+        let end = leaves[j].gpa.as_usize() + leaves[j].size;
+        (start, end - start)
+    } else {
+        let gpa = rng.below(PAGES) * SIZE_4K;
+        (gpa, clip(gpa, (1 + rng.below(64)) * SIZE_4K))
+    }
+}
+
+fn pick_flags(rng: &mut Rng, legal: &[MF], illegal: MF) -> MF {
+    if rng.below(20) == 0 {
+        illegal
+    } else {
+        legal[rng.below(legal.len())]
+    }
+}
+
+fn gen_op(rng: &mut Rng, leaves: &[Leaf], legal: &[MF], illegal: MF) -> Op {
+    let r = rng.below(100);
+    if r < 45 {
+        let flags = pick_flags(rng, legal, illegal);
+        if rng.below(10) < 3 {
+            // 2M-aligned on both sides: huge leaves appear.
+            let gpa = rng.below(WINDOW / SIZE_2M) * SIZE_2M;
+            let size = clip(gpa, (1 + rng.below(2)) * SIZE_2M);
+            let hpa = 0x1_0000_0000 + rng.below(64) * SIZE_2M;
+            let huge = rng.below(4) != 0;
+            Op::Map {
+                gpa,
+                hpa,
+                size,
+                flags,
+                huge,
+            }
+        } else {
+            let max = if rng.below(4) == 0 { 1024 } else { 16 };
+            let gpa = rng.below(PAGES) * SIZE_4K;
+            let size = clip(gpa, (1 + rng.below(max)) * SIZE_4K);
+            let hpa = 0x2_0000_0000 + rng.below(1 << 16) * SIZE_4K;
+            Op::Map {
+                gpa,
+                hpa,
+                size,
+                flags,
+                huge: rng.below(2) == 0,
+            }
+        }
+    } else if r < 80 {
+        let (gpa, size) = pick_range(rng, leaves);
+        Op::Unmap { gpa, size }
+    } else {
+        let (gpa, size) = pick_range(rng, leaves);
+        let flags = pick_flags(rng, legal, illegal);
+        Op::Protect { gpa, size, flags }
+    }
+}
+
+fn illegal_flags(flags: MF) -> Error {
+    Error::IllegalFlags { flags, reason: "" }
+}
+
+/// The first offence an unmap or protect of `gpa..gpa + size` meets in
+/// address order: an unmapped page, or a leaf straddling an end.
+fn predict_rewrite(
+    model: &Model,
+    leaves: &BTreeMap<usize, Leaf>,
+    gpa: usize,
+    size: usize,
+) -> Result<(), Error> {
+    let end = gpa + size;
+    for p in (gpa..end).step_by(SIZE_4K) {
+        if !model.contains_key(&p) {
+            return Err(Error::NotMapped { gpa: p.into() });
+        }
+        let (_, l) = leaves.range(..=p).next_back().expect("a leaf maps p");
+        let (base, lsize) = (l.gpa.as_usize(), l.size);
+        assert!(base + lsize > p, "the leaf walk disagrees with the model");
+        if base < gpa || base + lsize > end {
+            return Err(Error::SplitsHugePage {
+                gpa: base.into(),
+                size: lsize,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn predict(
+    op: &Op,
+    model: &Model,
+    leaves: &BTreeMap<usize, Leaf>,
+    illegal: MF,
+) -> Result<(), Error> {
+    match *op {
+        Op::Map {
+            gpa, size, flags, ..
+        } => {
+            if flags == illegal {
+                return Err(illegal_flags(flags));
+            }
+            match model.range(gpa..gpa + size).next() {
+                Some((p, _)) => Err(Error::AlreadyMapped { gpa: (*p).into() }),
+                None => Ok(()),
+            }
+        }
+        Op::Unmap { gpa, size } => predict_rewrite(model, leaves, gpa, size),
+        Op::Protect { gpa, size, flags } => {
+            if flags == illegal {
+                return Err(illegal_flags(flags));
+            }
+            predict_rewrite(model, leaves, gpa, size)
+        }
+    }
+}
+
+/// Runs `op`, with the reason of `IllegalFlags` blanked for comparison.
+fn apply<F: Format>(t: &mut T<F>, op: &Op) -> Result<(), Error> {
+    let r = match *op {
+        Op::Map {
+            gpa: g,
+            hpa: h,
+            size,
+            flags,
+            huge,
+        } => t.map_region(gpa(g), hpa(h), size, flags, huge),
+        Op::Unmap { gpa: g, size } => t.unmap_region(gpa(g), size),
+        Op::Protect {
+            gpa: g,
+            size,
+            flags,
+        } => t.protect_region(gpa(g), size, flags),
+    };
+    match r {
+        Ok(tf) => {
+            tf.ignore();
+            Ok(())
+        }
+        Err(Error::IllegalFlags { flags, .. }) => Err(illegal_flags(flags)),
+        Err(e) => Err(e),
+    }
+}
+
+fn update(model: &mut Model, op: &Op) {
+    match *op {
+        Op::Map {
+            gpa,
+            hpa,
+            size,
+            flags,
+            ..
+        } => {
+            for off in (0..size).step_by(SIZE_4K) {
+                model.insert(gpa + off, (hpa + off, flags));
+            }
+        }
+        Op::Unmap { gpa, size } => {
+            for off in (0..size).step_by(SIZE_4K) {
+                model.remove(&(gpa + off));
+            }
+        }
+        Op::Protect { gpa, size, flags } => {
+            for off in (0..size).step_by(SIZE_4K) {
+                model.get_mut(&(gpa + off)).unwrap().1 = flags;
+            }
+        }
+    }
+}
+
+/// The leaves expanded to 4K pages, in address order.
+fn expand(leaves: &[Leaf]) -> Vec<(usize, usize, MF)> {
+    let mut v = Vec::new();
+    for l in leaves {
+        for off in (0..l.size).step_by(SIZE_4K) {
+            v.push((l.gpa.as_usize() + off, l.hpa.as_usize() + off, l.flags));
+        }
+    }
+    v
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    maps: usize,
+    unmaps: usize,
+    protects: usize,
+    refused: usize,
+    max_huge: usize,
+}
+
+fn model_test<F: Format>(seed: u64, legal: &[MF], illegal: MF) -> Stats {
+    let mut t = fresh::<F>();
+    let mut rng = Rng(seed);
+    let mut model = Model::new();
+    let mut stats = Stats::default();
+    for step in 0..300 {
+        let list = leaves(&t);
+        let by_gpa: BTreeMap<usize, Leaf> = list.iter().map(|l| (l.gpa.as_usize(), *l)).collect();
+        let op = gen_op(&mut rng, &list, legal, illegal);
+        let want = predict(&op, &model, &by_gpa, illegal);
+        let got = apply(&mut t, &op);
+        assert_eq!(got, want, "{}: step {step}: {op:x?}", F::NAME);
+        match (got, op) {
+            (Err(_), _) => stats.refused += 1,
+            (Ok(()), Op::Map { .. }) => stats.maps += 1,
+            (Ok(()), Op::Unmap { .. }) => stats.unmaps += 1,
+            (Ok(()), Op::Protect { .. }) => stats.protects += 1,
+        }
+        if got.is_ok() {
+            update(&mut model, &op);
+        }
+        let list = leaves(&t);
+        let expected: Vec<_> = model.iter().map(|(g, (h, f))| (*g, *h, *f)).collect();
+        assert!(
+            expand(&list) == expected,
+            "{}: step {step}: leaves differ from the model after {op:x?}",
+            F::NAME
+        );
+        let huge = list.iter().filter(|l| l.size > SIZE_4K).count();
+        stats.max_huge = stats.max_huge.max(huge);
+        assert_eq!(live_frames(), t.frames_used(), "step {step}");
+    }
+    drop(t);
+    assert_eq!(live_frames(), 0);
+    // The run exercised every operation, both ways, and huge pages.
+    assert!(stats.maps >= 20, "{stats:?}");
+    assert!(stats.unmaps >= 10, "{stats:?}");
+    assert!(stats.protects >= 5, "{stats:?}");
+    assert!(stats.refused >= 20, "{stats:?}");
+    assert!(stats.max_huge >= 1, "{stats:?}");
+    stats
+}
+
+const BOTH_MEMTYPES_ILLEGAL: MF = RW.union(MF::DEVICE).union(MF::UNCACHED);
+
+#[test]
+fn random_ops_match_model_ept4() {
+    let legal = [R, RW, RX, RWX, R | MF::DEVICE, RW | MF::UNCACHED];
+    model_test::<Ept4>(0x9E37_79B9_7F4A_7C15, &legal, BOTH_MEMTYPES_ILLEGAL);
+}
+
+#[test]
+fn random_ops_match_model_stage2() {
+    // Stage 2 can also encode write-only and no-access leaves.
+    let legal = [
+        R,
+        RW,
+        RX,
+        RWX,
+        MF::WRITE,
+        MF::empty(),
+        R | MF::DEVICE,
+        RW | MF::UNCACHED,
+    ];
+    model_test::<Stage2Ipa39>(0xD1B5_4A32_D192_ED03, &legal, BOTH_MEMTYPES_ILLEGAL);
+}
+
+#[test]
+fn random_ops_match_model_sv39x4() {
+    let legal = [
+        R,
+        RW,
+        MF::EXECUTE,
+        RX,
+        RWX,
+        R | MF::DEVICE,
+        RW | MF::UNCACHED,
+    ];
+    model_test::<Sv39x4>(0x2545_F491_4F6C_DD1D, &legal, BOTH_MEMTYPES_ILLEGAL);
+}
