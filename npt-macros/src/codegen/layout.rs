@@ -1,6 +1,7 @@
 //! The `npt::format::Layout` and `npt::flush::FlushSpec` constants and the
 //! `npt::Format` impl.
 
+use super::hex;
 use super::registers::slots;
 use crate::encode::{governed_bits, row_bits};
 use crate::model::{Format, Kind, Operand, Pred, Recipe};
@@ -9,7 +10,7 @@ use proc_macro2::{Ident, Span, TokenStream};
 use quote::quote;
 
 fn pred(f: &Format, p: &Pred) -> TokenStream {
-    let mask = f.pred_mask(p).unwrap_or(0);
+    let mask = hex(f.pred_mask(p).unwrap_or(0));
     match p {
         Pred::Always => quote!(::npt::format::Pred::Always),
         Pred::Any(_) => quote!(::npt::format::Pred::Any(#mask)),
@@ -20,7 +21,7 @@ fn pred(f: &Format, p: &Pred) -> TokenStream {
 
 fn kind(f: &Format, k: &Kind) -> TokenStream {
     let is = pred(f, &k.is);
-    let set = f.assigns_bits(&k.set).map(|(_, v)| v).unwrap_or(0);
+    let set = hex(f.assigns_bits(&k.set).map(|(_, v)| v).unwrap_or(0));
     quote!(::npt::format::DescriptorKind { is: #is, set: #set })
 }
 
@@ -96,7 +97,10 @@ pub fn generate(f: &Format) -> TokenStream {
     let ignored = f.ignored_bits();
 
     let leaf_attrs = (0..64usize).map(|combo| match f.encode_combo(combo) {
-        Some(Ok((_, v))) => quote!(::core::result::Result::Ok(#v)),
+        Some(Ok((_, v))) => {
+            let v = hex(v);
+            quote!(::core::result::Result::Ok(#v))
+        }
         Some(Err(crate::encode::Illegal::Forbidden(i))) => {
             let reason = f.permissions.forbids[i].reason.value();
             quote!(::core::result::Result::Err(::npt::format::Illegal { reason: #reason }))
@@ -114,17 +118,18 @@ pub fn generate(f: &Format) -> TokenStream {
             reason: "unencodable"
         })),
     });
-    let attr_mask = f
+    let attr_mask_value = f
         .permissions
         .mappings
         .iter()
         .filter_map(|m| f.mapping_mask(m))
         .fold(0u64, |a, b| a | b);
+    let attr_mask = hex(attr_mask_value);
     let decode = f.permissions.mappings.iter().map(|m| {
-        let mask = f.mapping_mask(m).unwrap_or(0);
+        let mask = hex(f.mapping_mask(m).unwrap_or(0));
         let _ = governed_bits(m);
         let rules = m.rows.iter().filter_map(|r| {
-            let (_, value) = f.assigns_bits(&r.assigns)?;
+            let value = hex(f.assigns_bits(&r.assigns)?.1);
             let flags = row_bits(&r.flags);
             Some(quote!(::npt::format::DecodeRule { mask: #mask, value: #value, flags: #flags }))
         });

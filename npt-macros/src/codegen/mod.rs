@@ -32,6 +32,12 @@ pub fn generate(f: &Format) -> TokenStream {
 
 pub use registers::slots;
 
+/// A `u64` literal written in hex, so bit patterns read as the manuals
+/// write them.
+pub fn hex(v: u64) -> syn::LitInt {
+    syn::LitInt::new(&format!("{v:#x}u64"), proc_macro2::Span::call_site())
+}
+
 /// `#[doc = ...]` attributes for each line.
 pub fn docs(lines: &[String]) -> TokenStream {
     quote!(#(#[doc = #lines])*)

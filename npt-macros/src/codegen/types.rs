@@ -1,6 +1,6 @@
 //! The format marker, entry, flag and field types.
 
-use super::docs;
+use super::{docs, hex};
 use crate::model::Format;
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
@@ -154,7 +154,7 @@ pub fn generate(f: &Format) -> TokenStream {
         let set = format_ident!("set_{}", fd.name);
         let ty = &fd.ty;
         let lo = fd.bits.lo;
-        let mask = fd.bits.mask();
+        let mask = hex(fd.bits.mask());
         let d = docs(&fd.docs);
         let raw_get = format_ident!("{}_bits", fd.name);
         quote! {
@@ -186,7 +186,7 @@ pub fn generate(f: &Format) -> TokenStream {
             }
         }
     });
-    let amask = f.address.bits.mask();
+    let amask = hex(f.address.bits.mask());
     let alo = f.address.bits.lo;
     let pa_low = f.address.pa_low_bit.value as u32;
     let mut entry_doc = format!("A descriptor of the [`{name}`] format: a 64-bit word with typed accessors. `Debug` decodes it into its fields.");
