@@ -154,6 +154,9 @@ pub enum FlushError {
     /// The recipe names an instruction of another architecture than the one
     /// this code runs on (use a recorder, or flush on the format's own host).
     ForeignInstruction(crate::flush::Instr),
+    /// The CPU reports that it does not support this instruction (for
+    /// INVEPT: neither single- nor all-context in IA32_VMX_EPT_VPID_CAP).
+    Unsupported(crate::flush::Instr),
     /// The recipe needs a context register this architecture does not have.
     ForeignRegister(crate::flush::ContextRegister),
     /// INVEPT failed (Intel SDM Vol. 3C, "Conventions" of the VMX
@@ -166,6 +169,7 @@ impl fmt::Display for FlushError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FlushError::ForeignInstruction(i) => write!(f, "{i:?} cannot run on this architecture"),
+            FlushError::Unsupported(i) => write!(f, "this CPU does not support {i:?}"),
             FlushError::ForeignRegister(r) => {
                 write!(f, "{r:?} does not exist on this architecture")
             }

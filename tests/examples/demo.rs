@@ -56,7 +56,9 @@ fn size_name(size: usize) -> String {
     }
 }
 
-fn show<F: Format>(params: F::Params, registers: &[(&str, u64)]) -> NestedTable<F, Frames> {
+/// Builds the layout in format `F`, prints it, and prints the format's
+/// registers with `registers` while the table is alive.
+fn show<F: Format>(params: F::Params, registers: impl Fn(&NestedTable<F, Frames>)) {
     reset(DEFAULT_BASE, 256);
     let mut table = NestedTable::<F, Frames>::try_new_with(params).expect("root table");
     println!("== {} ==", F::NAME);
@@ -65,9 +67,6 @@ fn show<F: Format>(params: F::Params, registers: &[(&str, u64)]) -> NestedTable<
         table.root_paddr(),
         table.root_register()
     );
-    for (name, value) in registers {
-        println!("  {name:<10} {value:#018x}");
-    }
     for r in layout() {
         let batch = table
             .map_region(Gpa::from(r.gpa), Hpa::from(r.hpa), r.size, r.flags, true)
@@ -79,17 +78,39 @@ fn show<F: Format>(params: F::Params, registers: &[(&str, u64)]) -> NestedTable<
         );
         batch.ignore(); // the table is not loaded on any CPU yet
     }
-    println!("leaves:");
-    table.for_each_leaf(|l| {
+    println!("leaves (runs of equal, contiguous leaves folded):");
+    let mut leaves: Vec<npt::Leaf> = Vec::new();
+    table.for_each_leaf(|l| leaves.push(l));
+    let addr = |l: &npt::Leaf| F::LAYOUT.address.encode(l.hpa.as_usize() as u64);
+    let mut i = 0;
+    while i < leaves.len() {
+        let first = leaves[i];
+        let mut n = 1;
+        while let Some(next) = leaves.get(i + n) {
+            let prev = leaves[i + n - 1];
+            let contiguous = next.gpa.as_usize() == prev.gpa.as_usize() + prev.size
+                && next.hpa.as_usize() == prev.hpa.as_usize() + prev.size;
+            let same = next.size == first.size && next.raw ^ addr(next) == first.raw ^ addr(&first);
+            if !(contiguous && same) {
+                break;
+            }
+            n += 1;
+        }
+        let count = if n > 1 {
+            format!("{n} x ")
+        } else {
+            String::new()
+        };
         println!(
-            "  {:#012x}..{:#012x} -> {:#012x} {:>7} {:?}",
-            l.gpa.as_usize(),
-            l.gpa.as_usize() + l.size,
-            l.hpa.as_usize(),
-            size_name(l.size),
-            F::Entry::from(l.raw)
+            "  {:#012x}..{:#012x} -> {:#012x} {count}{} {:?}",
+            first.gpa.as_usize(),
+            first.gpa.as_usize() + n * first.size,
+            first.hpa.as_usize(),
+            size_name(first.size),
+            F::Entry::from(first.raw)
         );
-    });
+        i += n;
+    }
     println!(
         "frames: {} in use ({} KiB of tables)",
         table.frames_used(),
@@ -119,52 +140,29 @@ fn show<F: Format>(params: F::Params, registers: &[(&str, u64)]) -> NestedTable<
             other => println!("  {other:x?}"),
         }
     }
+    registers(&table);
     println!();
-    table
 }
 
 fn main() {
-    let t = show::<x86_64::Ept4>(Default::default(), &[]);
-    let eptp = x86_64::Ept4::eptp(t.root_paddr(), t.params()).expect("EPTP");
-    println!("EPTP for VMCS field 0x201A: {eptp:#x}\n");
-
+    show::<x86_64::Ept4>(Default::default(), |t| {
+        let eptp = x86_64::Ept4::eptp(t.root_paddr(), t.params()).expect("EPTP");
+        println!("EPTP (VMCS field 0x201A) = {eptp:#x}");
+    });
     let p = aarch64::Stage2Params { vmid: 1 };
-    for (name, table_root) in [
-        (
-            "Stage2Ipa39",
-            show::<aarch64::Stage2Ipa39>(p, &[]).root_paddr(),
-        ),
-        (
-            "Stage2Ipa40",
-            show::<aarch64::Stage2Ipa40>(p, &[]).root_paddr(),
-        ),
-        (
-            "Stage2Ipa48",
-            show::<aarch64::Stage2Ipa48>(p, &[]).root_paddr(),
-        ),
-    ] {
-        let (vttbr, vtcr) = match name {
-            "Stage2Ipa39" => (
-                aarch64::Stage2Ipa39::vttbr_el2(table_root, &p),
-                aarch64::Stage2Ipa39::vtcr_el2(table_root, &p),
-            ),
-            "Stage2Ipa40" => (
-                aarch64::Stage2Ipa40::vttbr_el2(table_root, &p),
-                aarch64::Stage2Ipa40::vtcr_el2(table_root, &p),
-            ),
-            _ => (
-                aarch64::Stage2Ipa48::vttbr_el2(table_root, &p),
-                aarch64::Stage2Ipa48::vtcr_el2(table_root, &p),
-            ),
-        };
-        println!(
-            "{name}: VTTBR_EL2 = {:#x}, VTCR_EL2 = {:#x}",
-            vttbr.expect("VTTBR"),
-            vtcr.expect("VTCR")
-        );
-    }
-    println!();
-
-    let t = show::<riscv::Sv39x4>(riscv::Sv39x4Params { vmid: 1 }, &[]);
-    println!("hgatp = {:#x}", t.root_register());
+    show::<aarch64::Stage2Ipa39>(p, |t| {
+        let vtcr = aarch64::Stage2Ipa39::vtcr_el2(t.root_paddr(), t.params()).expect("VTCR");
+        println!("VTTBR_EL2 = {:#x}, VTCR_EL2 = {vtcr:#x}", t.root_register());
+    });
+    show::<aarch64::Stage2Ipa40>(p, |t| {
+        let vtcr = aarch64::Stage2Ipa40::vtcr_el2(t.root_paddr(), t.params()).expect("VTCR");
+        println!("VTTBR_EL2 = {:#x}, VTCR_EL2 = {vtcr:#x}", t.root_register());
+    });
+    show::<aarch64::Stage2Ipa48>(p, |t| {
+        let vtcr = aarch64::Stage2Ipa48::vtcr_el2(t.root_paddr(), t.params()).expect("VTCR");
+        println!("VTTBR_EL2 = {:#x}, VTCR_EL2 = {vtcr:#x}", t.root_register());
+    });
+    show::<riscv::Sv39x4>(riscv::Sv39x4Params { vmid: 1 }, |t| {
+        println!("hgatp = {:#x}", t.root_register());
+    });
 }

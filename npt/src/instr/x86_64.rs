@@ -6,12 +6,14 @@ use crate::flush::{Arg, ContextRegister, Instr, Issued};
 use x86::vmx::VmFail;
 
 /// IA32_VMX_EPT_VPID_CAP bit 25: single-context INVEPT supported
-/// (SDM Vol. 3D, Appendix A.10).
+/// (SDM Vol. 3D, Appendix A.10 "VPID and EPT Capabilities").
 const CAP_INVEPT_SINGLE: u64 = 1 << 25;
+/// IA32_VMX_EPT_VPID_CAP bit 26: all-context INVEPT supported.
+const CAP_INVEPT_ALL: u64 = 1 << 26;
 
 /// Runs INVEPT of `ty` (1 single-context, 2 all-context) with a 128-bit
 /// descriptor holding `eptp` in bits 63:0 and zero in bits 127:64.
-fn invept(ty: u64, eptp: u64) -> Result<(), VmFail> {
+fn invept(ty: u64, eptp: u64) -> x86::vmx::Result<()> {
     let desc: [u64; 2] = [eptp, 0];
     let rflags: u64;
     // SAFETY: INVEPT reads the 16-byte descriptor and changes no memory; it
