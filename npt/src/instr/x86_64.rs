@@ -38,20 +38,24 @@ fn invept(ty: u64, eptp: u64) -> x86::vmx::Result<()> {
     }
 }
 
-fn single_context_supported() -> bool {
+fn capabilities() -> u64 {
     // SAFETY: reading a VMX capability MSR has no side effects; it exists on
     // every CPU that supports EPT.
-    let cap = unsafe { x86::msr::rdmsr(x86::msr::IA32_VMX_EPT_VPID_CAP) };
-    cap & CAP_INVEPT_SINGLE != 0
+    unsafe { x86::msr::rdmsr(x86::msr::IA32_VMX_EPT_VPID_CAP) }
 }
 
 pub fn execute(op: Issued) -> Result<(), FlushError> {
+    let cap = capabilities();
     match (op.instr, op.args[0]) {
-        (Instr::InveptSingleContext, Arg::Value(eptp)) if single_context_supported() => {
+        (Instr::InveptSingleContext, Arg::Value(eptp)) if cap & CAP_INVEPT_SINGLE != 0 => {
             invept(1, eptp).map_err(FlushError::VmFail)
         }
-        (Instr::InveptSingleContext, _) | (Instr::InveptAllContext, _) => {
+        // All-context invalidates a superset of single-context.
+        (Instr::InveptSingleContext | Instr::InveptAllContext, _) if cap & CAP_INVEPT_ALL != 0 => {
             invept(2, 0).map_err(FlushError::VmFail)
+        }
+        (Instr::InveptSingleContext | Instr::InveptAllContext, _) => {
+            Err(FlushError::Unsupported(op.instr))
         }
         (other, _) => Err(FlushError::ForeignInstruction(other)),
     }
