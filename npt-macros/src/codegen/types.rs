@@ -70,6 +70,14 @@ fn format_docs(f: &Format) -> Vec<String> {
         d.push(format!("- `{}`: {}", fb.name, fb.reason.value()));
     }
     d.push(String::new());
+    d.push("# page_table_multiarch".into());
+    d.push(String::new());
+    if super::compat::page_table64_can_walk(f) {
+        d.push("Implements `PagingMetaData`, so `PageTable64` can walk this format with its entry type (`GenericPTE`).".into());
+    } else {
+        d.push("Does not implement `PagingMetaData`: `PageTable64` walks only single 4 KiB roots and 9-bit indexes at 3 or 4 levels, and this format's root is different. Its entry still implements `GenericPTE`; use `npt::NestedTable` for the table.".into());
+    }
+    d.push(String::new());
     d.push("# TLB invalidation".into());
     d.push(String::new());
     if let Some(c) = &f.flush.cite {

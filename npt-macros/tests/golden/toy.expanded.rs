@@ -163,6 +163,10 @@ impl ::npt::__private::GenericPTE for ToyEntry {
 ///- `write_only`: reserved
 ///- `both`: one memory type
 ///
+///# page_table_multiarch
+///
+///Does not implement `PagingMetaData`: `PageTable64` walks only single 4 KiB roots and 9-bit indexes at 3 or 4 levels, and this format's root is different. Its entry still implements `GenericPTE`; use `npt::NestedTable` for the table.
+///
 ///# TLB invalidation
 ///
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
