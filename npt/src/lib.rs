@@ -46,6 +46,9 @@ mod table;
 pub mod doc_support;
 
 pub use addr::{GuestPhysAddr, HostPhysAddr};
+/// The address types `PagingHandler` uses, so a hypervisor implementing it
+/// needs no direct, version-matched `memory_addr` dependency.
+pub use memory_addr::{PhysAddr, VirtAddr};
 pub use error::{Error, FlushError};
 pub use flush::TlbFlush;
 pub use format::Format;

@@ -6,6 +6,9 @@ use memory_addr::{PhysAddr, VirtAddr};
 use page_table_multiarch::PagingHandler;
 use std::cell::RefCell;
 
+mod table;
+pub use table::*;
+
 /// Where simulated physical memory starts by default.
 pub const DEFAULT_BASE: usize = 0x8000_0000;
 /// How many 4 KiB frames it has by default.

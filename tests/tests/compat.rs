@@ -5,9 +5,8 @@
 use npt::format::Format;
 use npt::{
     aarch64, x86_64, GenericPTE, GuestPhysAddr as Gpa, HostPhysAddr as Hpa, MappingFlags as MF,
-    NestedTable,
 };
-use npt_tests::Frames;
+use npt_tests::{Frames, Table, RW};
 use page_table_multiarch::{PageSize, PageTable64, PagingMetaData};
 
 fn same_leaves<M, E>()
@@ -15,16 +14,15 @@ where
     M: Format + PagingMetaData<VirtAddr = Gpa>,
     E: GenericPTE,
 {
-    let rw = MF::READ | MF::WRITE;
     let cases = [
         (
             0x4000_0000usize,
             0x1_0000_0000usize,
             PageSize::Size1G,
-            rw | MF::EXECUTE,
+            RW | MF::EXECUTE,
         ),
-        (0x8020_0000, 0x2_0020_0000, PageSize::Size2M, rw),
-        (0x9000_0000, 0x0900_0000, PageSize::Size4K, rw | MF::DEVICE),
+        (0x8020_0000, 0x2_0020_0000, PageSize::Size2M, RW),
+        (0x9000_0000, 0x0900_0000, PageSize::Size4K, RW | MF::DEVICE),
         (
             0x9000_1000,
             0x3000_1000,
@@ -33,7 +31,7 @@ where
         ),
     ];
     let mut theirs = PageTable64::<M, E, Frames>::try_new().unwrap();
-    let mut ours = NestedTable::<M, Frames>::try_new().unwrap();
+    let mut ours = Table::<M>::try_new().unwrap();
     for (gpa, hpa, size, flags) in cases {
         theirs
             .cursor()

@@ -5,46 +5,19 @@
 //! against a simple page-by-page model.
 
 use npt::aarch64::Stage2Ipa39;
-use npt::flush::{Event, Instr, Recorder, Scope, MAX_PAGES};
+use npt::flush::{Event, Instr, Scope, MAX_PAGES};
 use npt::riscv::Sv39x4;
 use npt::size::{SIZE_1G, SIZE_2M, SIZE_4K};
 use npt::x86_64::Ept4;
-use npt::{
-    Error, Format, GuestPhysAddr, HostPhysAddr, Leaf, MappingFlags as MF, NestedTable, TlbFlush,
-    Translation,
+use npt::{Error, Format, Leaf, MappingFlags as MF, TlbFlush, Translation};
+use npt_tests::{
+    fresh, gpa, hpa, leaves, live_frames, record, reset, set_budget, Table, DEFAULT_BASE,
+    DEFAULT_FRAMES, R, RW, RWX, RX,
 };
-use npt_tests::{live_frames, reset, set_budget, Frames, DEFAULT_BASE, DEFAULT_FRAMES};
 use std::collections::BTreeMap;
 
-type T<F> = NestedTable<F, Frames>;
-
-const R: MF = MF::READ;
-const RW: MF = MF::READ.union(MF::WRITE);
-const RX: MF = MF::READ.union(MF::EXECUTE);
-const RWX: MF = RW.union(MF::EXECUTE);
-
-fn gpa(a: usize) -> GuestPhysAddr {
-    GuestPhysAddr::from(a)
-}
-
-fn hpa(a: usize) -> HostPhysAddr {
-    HostPhysAddr::from(a)
-}
-
-fn fresh<F: Format>() -> T<F> {
-    reset(DEFAULT_BASE, DEFAULT_FRAMES);
-    set_budget(None);
-    T::<F>::try_new().unwrap()
-}
-
-fn leaves<F: Format>(t: &T<F>) -> Vec<Leaf> {
-    let mut v = Vec::new();
-    t.for_each_leaf(|l| v.push(l));
-    v
-}
-
 /// (gpa, hpa, size) of every leaf.
-fn shape<F: Format>(t: &T<F>) -> Vec<(usize, usize, usize)> {
+fn shape<F: Format>(t: &Table<F>) -> Vec<(usize, usize, usize)> {
     leaves(t)
         .iter()
         .map(|l| (l.gpa.as_usize(), l.hpa.as_usize(), l.size))
@@ -52,7 +25,7 @@ fn shape<F: Format>(t: &T<F>) -> Vec<(usize, usize, usize)> {
 }
 
 /// Maps and drops the (unneeded) invalidation batch.
-fn map_ok<F: Format>(t: &mut T<F>, g: usize, h: usize, size: usize, flags: MF, huge: bool) {
+fn map_ok<F: Format>(t: &mut Table<F>, g: usize, h: usize, size: usize, flags: MF, huge: bool) {
     t.map_region(gpa(g), hpa(h), size, flags, huge)
         .unwrap()
         .ignore();
@@ -534,11 +507,11 @@ fn allocator_exhaustion_maps_nothing_then_retry_succeeds() {
 fn no_frame_for_the_root() {
     reset(DEFAULT_BASE, DEFAULT_FRAMES);
     set_budget(Some(0));
-    assert_eq!(T::<Ept4>::try_new().err(), Some(Error::NoMemory));
+    assert_eq!(Table::<Ept4>::try_new().err(), Some(Error::NoMemory));
     set_budget(None);
     // Sv39x4 needs 4 contiguous 16K-aligned frames: 3 are not enough.
     reset(DEFAULT_BASE, 3);
-    assert_eq!(T::<Sv39x4>::try_new().err(), Some(Error::NoMemory));
+    assert_eq!(Table::<Sv39x4>::try_new().err(), Some(Error::NoMemory));
     assert_eq!(live_frames(), 0);
 }
 
@@ -546,15 +519,15 @@ fn no_frame_for_the_root() {
 fn frames_beyond_the_output_width_are_refused() {
     // Stage2Ipa39 outputs 48 bits.
     reset(1 << 48, 64);
-    assert_eq!(T::<Stage2Ipa39>::try_new().err(), Some(Error::NoMemory));
+    assert_eq!(Table::<Stage2Ipa39>::try_new().err(), Some(Error::NoMemory));
     assert_eq!(live_frames(), 0);
     // Ept4 outputs 52 bits.
     reset(1 << 52, 64);
-    assert_eq!(T::<Ept4>::try_new().err(), Some(Error::NoMemory));
+    assert_eq!(Table::<Ept4>::try_new().err(), Some(Error::NoMemory));
     assert_eq!(live_frames(), 0);
     // The root fits just below 2^48; the next table would not.
     reset((1 << 48) - SIZE_4K, 2);
-    let mut t = T::<Stage2Ipa39>::try_new().unwrap();
+    let mut t = Table::<Stage2Ipa39>::try_new().unwrap();
     assert_eq!(t.root_paddr(), hpa((1 << 48) - SIZE_4K));
     assert_eq!(err(t.map(gpa(0), hpa(0), SIZE_4K, RW)), Error::NoMemory);
     assert!(leaves(&t).is_empty());
@@ -600,8 +573,7 @@ fn batches_scope_pages_and_merge() {
         .unwrap();
     assert_eq!(tf.scope(), Scope::Nothing);
     assert!(tf.pages().is_empty());
-    let mut rec = Recorder::default();
-    tf.flush_with(&mut rec).unwrap();
+    let rec = record(tf, 0);
     assert!(rec.events.is_empty());
 
     let mut a = t.unmap_region(gpa(0), SIZE_4K).unwrap();
@@ -641,8 +613,7 @@ fn more_than_max_pages_escalates_to_context() {
     let tf = t.unmap_region(gpa(0), MAX_PAGES * SIZE_4K).unwrap();
     assert_eq!(tf.scope(), Scope::Pages);
     assert_eq!(tf.pages().len(), MAX_PAGES);
-    let mut rec = Recorder::default();
-    tf.flush_with(&mut rec).unwrap();
+    let rec = record(tf, 0);
     let per_page = rec
         .instrs()
         .iter()
@@ -655,8 +626,7 @@ fn more_than_max_pages_escalates_to_context() {
         .unmap_region(gpa(base), (MAX_PAGES + 1) * SIZE_4K)
         .unwrap();
     assert_eq!(tf.scope(), Scope::Context);
-    let mut rec = Recorder::default();
-    tf.flush_with(&mut rec).unwrap();
+    let rec = record(tf, 0);
     assert!(rec.instrs().iter().all(|i| i.instr != Instr::TlbiIpas2e1is));
     assert!(rec
         .instrs()
@@ -854,7 +824,7 @@ fn predict(
 }
 
 /// Runs `op`, with the reason of `IllegalFlags` blanked for comparison.
-fn apply<F: Format>(t: &mut T<F>, op: &Op) -> Result<(), Error> {
+fn apply<F: Format>(t: &mut Table<F>, op: &Op) -> Result<(), Error> {
     let r = match *op {
         Op::Map {
             gpa: g,

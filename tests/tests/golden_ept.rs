@@ -12,16 +12,19 @@
 //! base 0x8000_0000, first-fit, so the PML4 is at 0x8000_0000 and the n-th
 //! table allocated afterwards at 0x8000_0000 + n * 0x1000.
 
-use npt::flush::{Arg, Event, Instr, Issued, Recorder, Scope, MAX_PAGES};
+use npt::flush::{Arg, Event, Instr, Issued, Scope, MAX_PAGES};
 use npt::size::{SIZE_1G, SIZE_2M, SIZE_4K};
 use npt::x86_64::{Ept4, Ept4Params, EptEntry, EptMemoryType};
 use npt::{
     Error, GenericPTE, GuestPhysAddr as Gpa, HostPhysAddr as Hpa, Leaf, MappingFlags as MF,
-    NestedTable, TlbFlush, Translation,
+    Translation,
 };
-use npt_tests::{live_frames, read_phys, reset, Frames, DEFAULT_BASE, DEFAULT_FRAMES};
-
-type Ept = NestedTable<Ept4, Frames>;
+// `map` and `map_pages` check that mapping needs no invalidation: EPT does
+// not cache not-present entries (SDM §29.4.2).
+use npt_tests::{
+    all_combinations, entry, fresh, leaves, live_frames, map, map_pages, raw_leaf, reset, run,
+    snapshot, Table, DEFAULT_BASE, DEFAULT_FRAMES, RW,
+};
 
 /// The PML4 (root) of a fresh table: the first frame of the arena.
 const ROOT: usize = 0x8000_0000;
@@ -29,58 +32,6 @@ const ROOT: usize = 0x8000_0000;
 /// (bits 2:0 = 0b110), page-walk length 4 - 1 = 3 in bits 5:3 (0x18), A/D
 /// bit 6 = 0, PML4 address 0x8000_0000 in bits 51:12 -> 0x8000_001e.
 const EPTP_ROOT: u64 = 0x8000_001e;
-
-fn rw() -> MF {
-    MF::READ | MF::WRITE
-}
-
-/// A fresh arena and an empty table whose PML4 is at `ROOT`.
-fn fresh() -> Ept {
-    reset(DEFAULT_BASE, DEFAULT_FRAMES);
-    let t = Ept::try_new().unwrap();
-    assert_eq!(t.root_paddr(), Hpa::from(ROOT));
-    t
-}
-
-/// Maps one page and checks that mapping needs no invalidation (EPT does
-/// not cache not-present entries, SDM §29.4.2).
-fn map(t: &mut Ept, gpa: usize, hpa: usize, size: usize, flags: MF) {
-    let tf = t.map(Gpa::from(gpa), Hpa::from(hpa), size, flags).unwrap();
-    assert_eq!(tf.scope(), Scope::Nothing);
-    tf.ignore();
-}
-
-fn leaves(t: &Ept) -> Vec<Leaf> {
-    let mut v = Vec::new();
-    t.for_each_leaf(|l| v.push(l));
-    v
-}
-
-/// The raw leaf mapping `gpa` (which must be a leaf's first address).
-fn raw_leaf(t: &Ept, gpa: usize) -> u64 {
-    leaves(t)
-        .into_iter()
-        .find(|l| l.gpa == Gpa::from(gpa))
-        .unwrap_or_else(|| panic!("no leaf at {gpa:#x}"))
-        .raw
-}
-
-/// Entry `idx` of the table at physical address `table`.
-fn entry(table: usize, idx: usize) -> u64 {
-    read_phys(table + idx * 8)
-}
-
-/// Everything a refused operation must leave untouched.
-fn snapshot(t: &Ept) -> (Vec<Leaf>, usize, usize, Vec<u64>) {
-    let root: Vec<u64> = (0..512).map(|i| entry(ROOT, i)).collect();
-    (leaves(t), t.frames_used(), live_frames(), root)
-}
-
-fn run(tf: TlbFlush<Ept4>) -> Vec<Event> {
-    let mut rec = Recorder::default();
-    tf.flush_with(&mut rec).unwrap();
-    rec.events
-}
 
 /// INVEPT type 1 (single-context) with the EPTP in the descriptor.
 fn invept_single(eptp: u64) -> Event {
@@ -98,16 +49,12 @@ fn legal(f: MF) -> bool {
     f.contains(MF::READ) && !f.contains(MF::DEVICE | MF::UNCACHED)
 }
 
-fn all_combinations() -> impl Iterator<Item = MF> {
-    (0..64usize).map(MF::from_bits_truncate)
-}
-
 // -- leaves and table descriptors ----------------------------------------
 
 #[test]
 fn leaf_1g_pdpte_and_pml4e() {
-    let mut t = fresh();
-    map(&mut t, 0x4000_0000, 0x1_0000_0000, SIZE_1G, rw());
+    let mut t = fresh::<Ept4>();
+    map(&mut t, 0x4000_0000, 0x1_0000_0000, SIZE_1G, RW);
     // R(bit0)=1, W(bit1)=1 -> 0x3; memtype WB=6 in bits 5:3 -> 0x30;
     // IPAT bit 6 -> 0x40; PS bit 7 -> 0x80; PA 0x1_0000_0000 in bits 51:12.
     let pdpte = 0x1_0000_00f3;
@@ -119,7 +66,7 @@ fn leaf_1g_pdpte_and_pml4e() {
             size: SIZE_1G,
             level: 1,
             raw: pdpte,
-            flags: rw(),
+            flags: RW,
         }]
     );
     // GPA 0x4000_0000: PML4 index (47:39) = 0, PDPT index (38:30) = 1. The
@@ -133,8 +80,8 @@ fn leaf_1g_pdpte_and_pml4e() {
 
 #[test]
 fn leaf_2m_pde_and_table_pdpte() {
-    let mut t = fresh();
-    map(&mut t, 0x8020_0000, 0x1_4020_0000, SIZE_2M, rw());
+    let mut t = fresh::<Ept4>();
+    map(&mut t, 0x8020_0000, 0x1_4020_0000, SIZE_2M, RW);
     // R|W = 0x3, WB 6<<3 = 0x30, IPAT 0x40, PS 0x80 -> 0xf3; PA 0x1_4020_0000.
     let pde = 0x1_4020_00f3;
     assert_eq!(
@@ -145,7 +92,7 @@ fn leaf_2m_pde_and_table_pdpte() {
             size: SIZE_2M,
             level: 2,
             raw: pde,
-            flags: rw(),
+            flags: RW,
         }]
     );
     // GPA 0x8020_0000: PML4 idx 0, PDPT idx 2, PD idx (29:21) 1. PDPT at
@@ -158,8 +105,8 @@ fn leaf_2m_pde_and_table_pdpte() {
 
 #[test]
 fn leaf_4k_pte_and_table_pde() {
-    let mut t = fresh();
-    map(&mut t, 0xc000_3000, 0x1_8000_5000, SIZE_4K, rw());
+    let mut t = fresh::<Ept4>();
+    map(&mut t, 0xc000_3000, 0x1_8000_5000, SIZE_4K, RW);
     // R|W = 0x3, WB 6<<3 = 0x30, IPAT 0x40 -> 0x73 (no PS: bit 7 is ignored
     // in a PTE and npt leaves it 0); PA 0x1_8000_5000.
     let pte = 0x1_8000_5073;
@@ -171,7 +118,7 @@ fn leaf_4k_pte_and_table_pde() {
             size: SIZE_4K,
             level: 3,
             raw: pte,
-            flags: rw(),
+            flags: RW,
         }]
     );
     // GPA 0xc000_3000: PML4 idx 0, PDPT idx 3, PD idx 0, PT idx 3. PDPT at
@@ -185,10 +132,10 @@ fn leaf_4k_pte_and_table_pde() {
 
 #[test]
 fn all_three_leaf_sizes_share_tables() {
-    let mut t = fresh();
-    map(&mut t, 0x4000_0000, 0x1_0000_0000, SIZE_1G, rw());
-    map(&mut t, 0x8020_0000, 0x1_4020_0000, SIZE_2M, rw());
-    map(&mut t, 0xc000_3000, 0x1_8000_5000, SIZE_4K, rw());
+    let mut t = fresh::<Ept4>();
+    map(&mut t, 0x4000_0000, 0x1_0000_0000, SIZE_1G, RW);
+    map(&mut t, 0x8020_0000, 0x1_4020_0000, SIZE_2M, RW);
+    map(&mut t, 0xc000_3000, 0x1_8000_5000, SIZE_4K, RW);
     // Frames in allocation order: PDPT 0x8000_1000 (by the 1G map), PD for
     // PDPT[2] 0x8000_2000, PD for PDPT[3] 0x8000_3000, PT 0x8000_4000.
     assert_eq!(entry(ROOT, 0), 0x8000_1007);
@@ -209,23 +156,17 @@ fn all_three_leaf_sizes_share_tables() {
 
 #[test]
 fn memory_types_of_pages_and_blocks() {
-    let mut t = fresh();
-    map(&mut t, 0x1000, 0x1_0000_0000, SIZE_4K, rw());
-    map(&mut t, 0x2000, 0x1_0000_0000, SIZE_4K, rw() | MF::DEVICE);
-    map(&mut t, 0x3000, 0x1_0000_0000, SIZE_4K, rw() | MF::UNCACHED);
-    map(
-        &mut t,
-        0x4000_0000,
-        0x1_0000_0000,
-        SIZE_2M,
-        rw() | MF::DEVICE,
-    );
+    let mut t = fresh::<Ept4>();
+    map(&mut t, 0x1000, 0x1_0000_0000, SIZE_4K, RW);
+    map(&mut t, 0x2000, 0x1_0000_0000, SIZE_4K, RW | MF::DEVICE);
+    map(&mut t, 0x3000, 0x1_0000_0000, SIZE_4K, RW | MF::UNCACHED);
+    map(&mut t, 0x4000_0000, 0x1_0000_0000, SIZE_2M, RW | MF::DEVICE);
     map(
         &mut t,
         0x8000_0000,
         0x1_0000_0000,
         SIZE_1G,
-        rw() | MF::UNCACHED,
+        RW | MF::UNCACHED,
     );
     // RAM: WB (6<<3 = 0x30) + IPAT (0x40), R|W 0x3 -> 0x73.
     assert_eq!(raw_leaf(&t, 0x1000), 0x1_0000_0073);
@@ -239,11 +180,11 @@ fn memory_types_of_pages_and_blocks() {
     assert_eq!(raw_leaf(&t, 0x8000_0000), 0x1_0000_008b);
 
     let get = |gpa: usize| t.query(Gpa::from(gpa)).unwrap().flags;
-    assert_eq!(get(0x1000), rw());
-    assert_eq!(get(0x2000), rw() | MF::DEVICE);
-    assert_eq!(get(0x3000), rw() | MF::UNCACHED);
-    assert_eq!(get(0x4000_0000), rw() | MF::DEVICE);
-    assert_eq!(get(0x8000_0000), rw() | MF::UNCACHED);
+    assert_eq!(get(0x1000), RW);
+    assert_eq!(get(0x2000), RW | MF::DEVICE);
+    assert_eq!(get(0x3000), RW | MF::UNCACHED);
+    assert_eq!(get(0x4000_0000), RW | MF::DEVICE);
+    assert_eq!(get(0x8000_0000), RW | MF::UNCACHED);
 }
 
 #[test]
@@ -301,7 +242,7 @@ fn every_legal_permission_combination_by_hand() {
         (r | x | unc, 0x0d),
         (r | w | x | unc, 0x0f),
     ];
-    let mut t = fresh();
+    let mut t = fresh::<Ept4>();
     for (i, (flags, low)) in table.iter().enumerate() {
         let gpa = (i + 1) * SIZE_4K;
         map(&mut t, gpa, 0xabcd_e000, SIZE_4K, *flags);
@@ -333,8 +274,8 @@ fn illegal_combinations_are_refused_without_change() {
         (r | dev | unc, "DEVICE and UNCACHED"),
         (r | w | x | dev | unc, "DEVICE and UNCACHED"),
     ];
-    let mut t = fresh();
-    map(&mut t, 0x1000, 0x5000, SIZE_4K, rw());
+    let mut t = fresh::<Ept4>();
+    map(&mut t, 0x1000, 0x5000, SIZE_4K, RW);
     let before = snapshot(&t);
     for (flags, why) in cases {
         for f in [flags, flags | MF::USER] {
@@ -360,7 +301,7 @@ fn illegal_combinations_are_refused_without_change() {
 
 #[test]
 fn user_is_ignored() {
-    let mut t = fresh();
+    let mut t = fresh::<Ept4>();
     for (i, f) in all_combinations().filter(|f| legal(*f)).enumerate() {
         let (a, b) = ((2 * i + 1) * SIZE_4K, (2 * i + 2) * SIZE_4K);
         map(&mut t, a, 0x7000, SIZE_4K, f - MF::USER);
@@ -368,13 +309,13 @@ fn user_is_ignored() {
         assert_eq!(raw_leaf(&t, a), raw_leaf(&t, b), "{f:?}");
     }
     // One fixed golden value: R|W|USER -> same as R|W -> 0x73.
-    map(&mut t, 0x4000_0000, 0x7000, SIZE_4K, rw() | MF::USER);
+    map(&mut t, 0x4000_0000, 0x7000, SIZE_4K, RW | MF::USER);
     assert_eq!(raw_leaf(&t, 0x4000_0000), 0x7073);
 }
 
 #[test]
 fn every_flag_combination_round_trips_through_query() {
-    let mut t = fresh();
+    let mut t = fresh::<Ept4>();
     let mut legal_count = 0;
     for (i, f) in all_combinations().enumerate() {
         let gpa = (i + 1) * SIZE_4K;
@@ -411,7 +352,7 @@ fn every_flag_combination_round_trips_through_query() {
 #[test]
 fn generic_pte_golden_values() {
     // 1G/2M leaf (is_huge): R|W 0x3, WB 0x30, IPAT 0x40, PS 0x80.
-    let e = EptEntry::new_page(Hpa::from(0x1_0000_0000), rw(), true);
+    let e = EptEntry::new_page(Hpa::from(0x1_0000_0000), RW, true);
     assert_eq!(e.raw(), 0x1_0000_00f3);
     assert!(e.is_huge() && e.is_present());
     // 4K leaf, R|W|X|UNCACHED: 0x7 | WC 0x08 -> 0x0f, no PS.
@@ -423,12 +364,12 @@ fn generic_pte_golden_values() {
     assert_eq!(e.raw(), 0x8000_1007);
     assert_eq!(e.paddr(), Hpa::from(0x8000_1000));
     // The highest encodable address: bits 51:12 all set.
-    let e = EptEntry::new_page(Hpa::from(0x000f_ffff_ffff_f000), rw(), false);
+    let e = EptEntry::new_page(Hpa::from(0x000f_ffff_ffff_f000), RW, false);
     assert_eq!(e.raw(), 0x000f_ffff_ffff_f073);
     // Unencodable addresses fail closed: beyond 2^52, or not 4K-aligned.
-    assert_eq!(EptEntry::new_page(Hpa::from(1 << 52), rw(), false).raw(), 0);
+    assert_eq!(EptEntry::new_page(Hpa::from(1 << 52), RW, false).raw(), 0);
     assert_eq!(
-        EptEntry::new_page(Hpa::from(0x1234_5800), rw(), false).raw(),
+        EptEntry::new_page(Hpa::from(0x1234_5800), RW, false).raw(),
         0
     );
 }
@@ -470,13 +411,13 @@ fn generic_pte_round_trips_every_combination() {
 fn generic_pte_huge_page_with_unaligned_address_fails_closed() {
     // 0x1_4000_1000 is 4K-aligned but not 2M-aligned: no huge leaf can
     // encode it, so the entry must be non-present.
-    let e = EptEntry::new_page(Hpa::from(0x1_4000_1000), rw(), true);
+    let e = EptEntry::new_page(Hpa::from(0x1_4000_1000), RW, true);
     assert_eq!(
         e.raw(),
         0,
         "huge EPT leaf with reserved bits 20:12 set: {e:?}"
     );
-    let mut e = EptEntry::new_page(Hpa::from(0x1_4000_0000), rw(), true);
+    let mut e = EptEntry::new_page(Hpa::from(0x1_4000_0000), RW, true);
     e.set_paddr(Hpa::from(0x1_4000_1000));
     assert_eq!(e.raw(), 0, "set_paddr on a huge EPT leaf: {e:?}");
 }
@@ -506,11 +447,11 @@ fn eptp_golden_values() {
 
 #[test]
 fn root_register_is_the_eptp() {
-    let t = fresh();
+    let t = fresh::<Ept4>();
     assert_eq!(t.root_register(), EPTP_ROOT);
     drop(t);
     reset(DEFAULT_BASE, DEFAULT_FRAMES);
-    let t = Ept::try_new_with(Ept4Params { ad: 1 }).unwrap();
+    let t = Table::<Ept4>::try_new_with(Ept4Params { ad: 1 }).unwrap();
     assert_eq!(t.root_paddr(), Hpa::from(ROOT));
     assert_eq!(t.root_register(), 0x8000_005e);
     assert_eq!(t.params(), &Ept4Params { ad: 1 });
@@ -519,7 +460,7 @@ fn root_register_is_the_eptp() {
 #[test]
 fn ad_param_out_of_range_is_refused() {
     reset(DEFAULT_BASE, DEFAULT_FRAMES);
-    let r = Ept::try_new_with(Ept4Params { ad: 2 });
+    let r = Table::<Ept4>::try_new_with(Ept4Params { ad: 2 });
     assert_eq!(
         r.err(),
         Some(Error::ParamOutOfRange {
@@ -536,13 +477,13 @@ fn ad_param_out_of_range_is_refused() {
 
 #[test]
 fn flush_map_issues_nothing() {
-    let mut t = fresh();
+    let mut t = fresh::<Ept4>();
     let tf = t
         .map_region(
             Gpa::from(0),
             Hpa::from(0x1_0000_0000),
             SIZE_1G + SIZE_2M + SIZE_4K,
-            rw(),
+            RW,
             true,
         )
         .unwrap();
@@ -552,17 +493,17 @@ fn flush_map_issues_nothing() {
 
 #[test]
 fn flush_unmap_issues_one_invept_single_context() {
-    let mut t = fresh();
-    map(&mut t, 0xc000_3000, 0x1_8000_5000, SIZE_4K, rw());
+    let mut t = fresh::<Ept4>();
+    map(&mut t, 0xc000_3000, 0x1_8000_5000, SIZE_4K, RW);
     // A second page keeps the PT from becoming empty (an emptied table is
     // unlinked and freed, which invalidates the whole context instead).
-    map(&mut t, 0xc000_4000, 0x1_8000_6000, SIZE_4K, rw());
+    map(&mut t, 0xc000_4000, 0x1_8000_6000, SIZE_4K, RW);
     let (tr, tf) = t.unmap(Gpa::from(0xc000_3000)).unwrap();
     assert_eq!(
         tr,
         Translation {
             hpa: Hpa::from(0x1_8000_5000),
-            flags: rw(),
+            flags: RW,
             size: SIZE_4K
         }
     );
@@ -576,8 +517,8 @@ fn flush_unmap_issues_one_invept_single_context() {
 
 #[test]
 fn flush_unmap_of_a_block_issues_one_invept() {
-    let mut t = fresh();
-    map(&mut t, 0x4000_0000, 0x1_0000_0000, SIZE_1G, rw());
+    let mut t = fresh::<Ept4>();
+    map(&mut t, 0x4000_0000, 0x1_0000_0000, SIZE_1G, RW);
     let (_, tf) = t.unmap(Gpa::from(0x4000_0000)).unwrap();
     assert_eq!(run(tf), vec![invept_single(EPTP_ROOT)]);
     assert_eq!(entry(0x8000_1000, 1), 0);
@@ -585,8 +526,8 @@ fn flush_unmap_of_a_block_issues_one_invept() {
 
 #[test]
 fn flush_protect_issues_one_invept_single_context() {
-    let mut t = fresh();
-    map(&mut t, 0x20_0000, 0x1_4020_0000, SIZE_2M, rw());
+    let mut t = fresh::<Ept4>();
+    map(&mut t, 0x20_0000, 0x1_4020_0000, SIZE_2M, RW);
     let tf = t.protect(Gpa::from(0x20_0000), MF::READ).unwrap();
     assert_eq!(tf.scope(), Scope::Pages);
     assert_eq!(run(tf), vec![invept_single(EPTP_ROOT)]);
@@ -600,7 +541,7 @@ fn flush_protect_issues_one_invept_single_context() {
 
 #[test]
 fn flush_large_unmap_and_table_free_use_the_context_recipe() {
-    let mut t = fresh();
+    let mut t = fresh::<Ept4>();
     let n = MAX_PAGES + 1;
     map_pages(&mut t, 0, n);
     let tf = t.unmap_region(Gpa::from(0), n * SIZE_4K).unwrap();
@@ -634,20 +575,6 @@ fn flush_large_unmap_and_table_free_use_the_context_recipe() {
     assert_eq!(live_frames(), frames - 3);
 }
 
-fn map_pages(t: &mut Ept, gpa: usize, n: usize) {
-    let tf = t
-        .map_region(
-            Gpa::from(gpa),
-            Hpa::from(0x1_0000_0000),
-            n * SIZE_4K,
-            rw(),
-            false,
-        )
-        .unwrap();
-    assert_eq!(tf.scope(), Scope::Nothing);
-    tf.ignore();
-}
-
 // -- geometry -------------------------------------------------------------
 
 /// The highest 4K page below 2^48.
@@ -655,8 +582,8 @@ const TOP: usize = (1 << 48) - SIZE_4K;
 
 #[test]
 fn highest_gpa_maps_and_queries() {
-    let mut t = fresh();
-    map(&mut t, TOP, 0x5000, SIZE_4K, rw());
+    let mut t = fresh::<Ept4>();
+    map(&mut t, TOP, 0x5000, SIZE_4K, RW);
     // Index 511 at every level: PML4E at ROOT + 511*8 -> PDPT 0x8000_1000,
     // PDPTE 511 -> PD 0x8000_2000, PDE 511 -> PT 0x8000_3000, PTE 511.
     assert_eq!(entry(ROOT, 511), 0x8000_1007);
@@ -668,7 +595,7 @@ fn highest_gpa_maps_and_queries() {
         t.query(Gpa::from((1 << 48) - 1)),
         Ok(Translation {
             hpa: Hpa::from(0x5fff),
-            flags: rw(),
+            flags: RW,
             size: SIZE_4K
         })
     );
@@ -676,10 +603,10 @@ fn highest_gpa_maps_and_queries() {
 
 #[test]
 fn gpa_beyond_input_range_is_refused_not_aliased() {
-    let mut t = fresh();
+    let mut t = fresh::<Ept4>();
     let before = snapshot(&t);
     for gpa in [1usize << 48, (1 << 48) | 0x7000] {
-        let r = t.map(Gpa::from(gpa), Hpa::from(0x5000), SIZE_4K, rw());
+        let r = t.map(Gpa::from(gpa), Hpa::from(0x5000), SIZE_4K, RW);
         assert_eq!(
             r.err(),
             Some(Error::GpaOutOfRange {
@@ -696,7 +623,7 @@ fn gpa_beyond_input_range_is_refused_not_aliased() {
         );
     }
     // A range running past the top is refused at 2^48.
-    let r = t.map_region(Gpa::from(TOP), Hpa::from(0x5000), 0x2000, rw(), false);
+    let r = t.map_region(Gpa::from(TOP), Hpa::from(0x5000), 0x2000, RW, false);
     assert_eq!(
         r.err(),
         Some(Error::GpaOutOfRange {
@@ -717,9 +644,9 @@ fn gpa_beyond_input_range_is_refused_not_aliased() {
 
 #[test]
 fn hpa_beyond_output_range_is_refused() {
-    let mut t = fresh();
+    let mut t = fresh::<Ept4>();
     let before = snapshot(&t);
-    let r = t.map(Gpa::from(0x1000), Hpa::from(1 << 52), SIZE_4K, rw());
+    let r = t.map(Gpa::from(0x1000), Hpa::from(1 << 52), SIZE_4K, RW);
     assert_eq!(
         r.err(),
         Some(Error::HpaOutOfRange {
@@ -731,7 +658,7 @@ fn hpa_beyond_output_range_is_refused() {
         Gpa::from(0x1000),
         Hpa::from((1 << 52) - SIZE_4K),
         0x2000,
-        rw(),
+        RW,
         false,
     );
     assert_eq!(
@@ -743,6 +670,6 @@ fn hpa_beyond_output_range_is_refused() {
     );
     assert_eq!(snapshot(&t), before);
     // The last frame below 2^52 maps: bits 51:12 all set | 0x73.
-    map(&mut t, 0x1000, (1 << 52) - SIZE_4K, SIZE_4K, rw());
+    map(&mut t, 0x1000, (1 << 52) - SIZE_4K, SIZE_4K, RW);
     assert_eq!(raw_leaf(&t, 0x1000), 0x000f_ffff_ffff_f073);
 }

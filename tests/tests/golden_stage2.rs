@@ -24,15 +24,19 @@ use npt::aarch64::{
     MemAttr, S2Ap, Shareability, Stage2Descriptor, Stage2Ipa39, Stage2Ipa40, Stage2Ipa48,
     Stage2Params, Stage2Xn,
 };
-use npt::flush::{Arg, ContextRegister, Event, Instr, Issued, Recorder, Scope, MAX_PAGES};
+use npt::flush::{Arg, ContextRegister, Event, Instr, Issued, Scope, MAX_PAGES};
 use npt::size::{SIZE_1G, SIZE_2M, SIZE_4K};
 use npt::{
     Error, Format, GenericPTE, GuestPhysAddr as Gpa, HostPhysAddr as Hpa, Leaf, MappingFlags as MF,
-    NestedTable, TlbFlush, Translation,
+    TlbFlush, Translation,
 };
-use npt_tests::{live_frames, read_phys, reset, Frames, DEFAULT_BASE, DEFAULT_FRAMES};
+// `map` and `map_pages` check that mapping needs no invalidation: making an
+// invalid entry valid needs no TLBI (D8.16).
+use npt_tests::{
+    all_combinations, entry, fresh, fresh_with, leaves, live_frames, map, map_pages, raw_leaf,
+    read_phys, record, reset, snapshot, Table, DEFAULT_BASE, DEFAULT_FRAMES, RW,
+};
 
-type Table<F> = NestedTable<F, Frames>;
 type RegFn = fn(Hpa, &Stage2Params) -> Result<u64, Error>;
 
 /// The root of a fresh table: the first frame of the arena.
@@ -48,68 +52,9 @@ const BLOCK_2M_RW: u64 = 0x0040_0001_4020_07fd;
 /// 4K page at L3: 0x7ff (bits 1:0 = 0b11) | XN | OA 0x1_8000_5000.
 const PAGE_4K_RW: u64 = 0x0040_0001_8000_57ff;
 
-fn rw() -> MF {
-    MF::READ | MF::WRITE
-}
-
-fn fresh<F: Format<Params = Stage2Params>>() -> Table<F> {
-    fresh_vmid(0)
-}
-
-/// A fresh arena and an empty table whose root is at `ROOT`.
+/// A fresh arena and an empty table with `vmid` whose root is at `ROOT`.
 fn fresh_vmid<F: Format<Params = Stage2Params>>(vmid: u64) -> Table<F> {
-    reset(DEFAULT_BASE, DEFAULT_FRAMES);
-    let t = Table::<F>::try_new_with(Stage2Params { vmid }).unwrap();
-    assert_eq!(t.root_paddr(), Hpa::from(ROOT));
-    t
-}
-
-/// Maps one page; making an invalid entry valid needs no TLBI (D8.16).
-fn map<F: Format>(t: &mut Table<F>, gpa: usize, hpa: usize, size: usize, flags: MF) {
-    let tf = t.map(Gpa::from(gpa), Hpa::from(hpa), size, flags).unwrap();
-    assert_eq!(tf.scope(), Scope::Nothing);
-    tf.ignore();
-}
-
-fn map_pages<F: Format>(t: &mut Table<F>, gpa: usize, n: usize) {
-    let tf = t
-        .map_region(
-            Gpa::from(gpa),
-            Hpa::from(0x1_0000_0000),
-            n * SIZE_4K,
-            rw(),
-            false,
-        )
-        .unwrap();
-    assert_eq!(tf.scope(), Scope::Nothing);
-    tf.ignore();
-}
-
-fn leaves<F: Format>(t: &Table<F>) -> Vec<Leaf> {
-    let mut v = Vec::new();
-    t.for_each_leaf(|l| v.push(l));
-    v
-}
-
-fn raw_leaf<F: Format>(t: &Table<F>, gpa: usize) -> u64 {
-    leaves(t)
-        .into_iter()
-        .find(|l| l.gpa == Gpa::from(gpa))
-        .unwrap_or_else(|| panic!("no leaf at {gpa:#x}"))
-        .raw
-}
-
-/// Entry `idx` of the table at physical address `table`.
-fn entry(table: usize, idx: usize) -> u64 {
-    read_phys(table + idx * 8)
-}
-
-/// Everything a refused operation must leave untouched.
-fn snapshot<F: Format>(t: &Table<F>) -> (Vec<Leaf>, usize, usize, Vec<u64>) {
-    let root_entries = F::LAYOUT.geometry.levels[0].entries();
-    let root = t.root_paddr().as_usize();
-    let words = (0..root_entries).map(|i| entry(root, i)).collect();
-    (leaves(t), t.frames_used(), live_frames(), words)
+    fresh_with::<F>(Stage2Params { vmid })
 }
 
 /// The hand model: Arm stage 2 can encode every READ/WRITE/EXECUTE
@@ -117,10 +62,6 @@ fn snapshot<F: Format>(t: &Table<F>) -> (Vec<Leaf>, usize, usize, Vec<u64>) {
 /// at once and executable Device memory.
 fn legal(f: MF) -> bool {
     !f.contains(MF::DEVICE | MF::UNCACHED) && !f.contains(MF::DEVICE | MF::EXECUTE)
-}
-
-fn all_combinations() -> impl Iterator<Item = MF> {
-    (0..64usize).map(MF::from_bits_truncate)
 }
 
 /// Runs `check` for each of the three formats.
@@ -139,16 +80,16 @@ macro_rules! for_each_format {
 /// `level1` is the walk index (root = 0) of the manual's level 1.
 fn three_leaves<F: Format<Params = Stage2Params>>(level1: usize) -> Table<F> {
     let mut t = fresh::<F>();
-    map(&mut t, 0x4000_0000, 0x1_0000_0000, SIZE_1G, rw());
-    map(&mut t, 0x8020_0000, 0x1_4020_0000, SIZE_2M, rw());
-    map(&mut t, 0xc000_3000, 0x1_8000_5000, SIZE_4K, rw());
+    map(&mut t, 0x4000_0000, 0x1_0000_0000, SIZE_1G, RW);
+    map(&mut t, 0x8020_0000, 0x1_4020_0000, SIZE_2M, RW);
+    map(&mut t, 0xc000_3000, 0x1_8000_5000, SIZE_4K, RW);
     let leaf = |gpa: usize, hpa: usize, size, level, raw| Leaf {
         gpa: Gpa::from(gpa),
         hpa: Hpa::from(hpa),
         size,
         level,
         raw,
-        flags: rw(),
+        flags: RW,
     };
     assert_eq!(
         leaves(&t),
@@ -212,11 +153,11 @@ fn ipa48_has_no_level0_blocks() {
     // With the 4KB granule and a 48-bit OA, level 0 holds only table
     // descriptors (D8.3): there is no 512G leaf.
     let mut t = fresh::<Stage2Ipa48>();
-    let r = t.map(Gpa::from(0), Hpa::from(0), 1 << 39, rw());
+    let r = t.map(Gpa::from(0), Hpa::from(0), 1 << 39, RW);
     assert_eq!(r.err(), Some(Error::UnsupportedPageSize { size: 1 << 39 }));
     // map_region over 512G aligned still builds a table at L0.
     let tf = t
-        .map_region(Gpa::from(0), Hpa::from(0), 1 << 39, rw(), true)
+        .map_region(Gpa::from(0), Hpa::from(0), 1 << 39, RW, true)
         .unwrap();
     tf.ignore();
     assert_eq!(entry(ROOT, 0), 0x8000_1003);
@@ -230,18 +171,18 @@ fn ipa48_has_no_level0_blocks() {
 fn check_memory_types<F: Format<Params = Stage2Params>>() {
     let mut t = fresh::<F>();
     let hpa = 0x1_0000_0000;
-    map(&mut t, 0x1000, hpa, SIZE_4K, rw());
-    map(&mut t, 0x2000, hpa, SIZE_4K, rw() | MF::DEVICE);
-    map(&mut t, 0x3000, hpa, SIZE_4K, rw() | MF::UNCACHED);
+    map(&mut t, 0x1000, hpa, SIZE_4K, RW);
+    map(&mut t, 0x2000, hpa, SIZE_4K, RW | MF::DEVICE);
+    map(&mut t, 0x3000, hpa, SIZE_4K, RW | MF::UNCACHED);
     map(
         &mut t,
         0x4000,
         hpa,
         SIZE_4K,
-        rw() | MF::EXECUTE | MF::UNCACHED,
+        RW | MF::EXECUTE | MF::UNCACHED,
     );
-    map(&mut t, 0x4000_0000, hpa, SIZE_2M, rw() | MF::DEVICE);
-    map(&mut t, 0x8000_0000, hpa, SIZE_1G, rw() | MF::EXECUTE);
+    map(&mut t, 0x4000_0000, hpa, SIZE_2M, RW | MF::DEVICE);
+    map(&mut t, 0x8000_0000, hpa, SIZE_1G, RW | MF::EXECUTE);
     // Normal WB 0x3c, IS 0x300, S2AP RW 0xc0, AF 0x400, page 0x3 -> 0x7ff; XN.
     assert_eq!(raw_leaf(&t, 0x1000), 0x0040_0001_0000_07ff);
     // Device-nGnRE 0b0001 -> 0x04: 0x3 | 0x04 | 0xc0 | 0x300 | 0x400 = 0x7c7; XN.
@@ -256,12 +197,12 @@ fn check_memory_types<F: Format<Params = Stage2Params>>() {
     assert_eq!(raw_leaf(&t, 0x8000_0000), 0x0000_0001_0000_07fd);
 
     let flags = |gpa: usize| t.query(Gpa::from(gpa)).unwrap().flags;
-    assert_eq!(flags(0x1000), rw());
-    assert_eq!(flags(0x2000), rw() | MF::DEVICE);
-    assert_eq!(flags(0x3000), rw() | MF::UNCACHED);
-    assert_eq!(flags(0x4000), rw() | MF::EXECUTE | MF::UNCACHED);
-    assert_eq!(flags(0x4000_0000), rw() | MF::DEVICE);
-    assert_eq!(flags(0x8000_0000), rw() | MF::EXECUTE);
+    assert_eq!(flags(0x1000), RW);
+    assert_eq!(flags(0x2000), RW | MF::DEVICE);
+    assert_eq!(flags(0x3000), RW | MF::UNCACHED);
+    assert_eq!(flags(0x4000), RW | MF::EXECUTE | MF::UNCACHED);
+    assert_eq!(flags(0x4000_0000), RW | MF::DEVICE);
+    assert_eq!(flags(0x8000_0000), RW | MF::EXECUTE);
 
     let d = |gpa: usize| Stage2Descriptor::from(raw_leaf(&t, gpa));
     for gpa in [0x1000, 0x8000_0000] {
@@ -457,7 +398,7 @@ fn check_illegal<F: Format<Params = Stage2Params>>() {
         (r | w | x | dev, "execute-never"),
     ];
     let mut t = fresh::<F>();
-    map(&mut t, 0x1000, 0x5000, SIZE_4K, rw());
+    map(&mut t, 0x1000, 0x5000, SIZE_4K, RW);
     let before = snapshot(&t);
     for (flags, why) in cases {
         for f in [flags, flags | MF::USER] {
@@ -496,7 +437,7 @@ fn user_is_ignored() {
         assert_eq!(raw_leaf(&t, a), raw_leaf(&t, b), "{f:?}");
     }
     // R|W|USER is R|W: 0x7000 | 0x7ff | XN.
-    map(&mut t, 0x4000_0000, 0x7000, SIZE_4K, rw() | MF::USER);
+    map(&mut t, 0x4000_0000, 0x7000, SIZE_4K, RW | MF::USER);
     assert_eq!(raw_leaf(&t, 0x4000_0000), XN | 0x77ff);
 }
 
@@ -537,7 +478,7 @@ fn every_flag_combination_round_trips_through_query() {
 #[test]
 fn generic_pte_golden_values() {
     // Block (is_huge): bits 1:0 = 0b01, 0x7fd | XN | OA.
-    let e = Stage2Descriptor::new_page(Hpa::from(0x1_0000_0000), rw(), true);
+    let e = Stage2Descriptor::new_page(Hpa::from(0x1_0000_0000), RW, true);
     assert_eq!(e.raw(), BLOCK_1G_RW);
     assert!(e.is_huge() && e.is_present());
     // Page, R|W|X|UNCACHED: 0x703 | NC 0x14 | RW 0xc0, XN = 0.
@@ -550,12 +491,12 @@ fn generic_pte_golden_values() {
     assert_eq!(e.paddr(), Hpa::from(0x8000_1000));
     assert!(!e.is_huge());
     // The highest OA: bits 47:12 all set.
-    let e = Stage2Descriptor::new_page(Hpa::from(0xffff_ffff_f000), rw(), false);
+    let e = Stage2Descriptor::new_page(Hpa::from(0xffff_ffff_f000), RW, false);
     assert_eq!(e.raw(), XN | 0xffff_ffff_f7ff);
     // Unencodable addresses fail closed.
-    let e = Stage2Descriptor::new_page(Hpa::from(1 << 48), rw(), false);
+    let e = Stage2Descriptor::new_page(Hpa::from(1 << 48), RW, false);
     assert_eq!(e.raw(), 0);
-    let e = Stage2Descriptor::new_page(Hpa::from(0x1234_5800), rw(), false);
+    let e = Stage2Descriptor::new_page(Hpa::from(0x1234_5800), RW, false);
     assert_eq!(e.raw(), 0);
 }
 
@@ -591,9 +532,9 @@ fn generic_pte_round_trips_every_combination() {
 // through `set_paddr` + `set_flags` (it does not align the address).
 #[test]
 fn generic_pte_block_with_unaligned_address_fails_closed() {
-    let e = Stage2Descriptor::new_page(Hpa::from(0x1_4000_1000), rw(), true);
+    let e = Stage2Descriptor::new_page(Hpa::from(0x1_4000_1000), RW, true);
     assert_eq!(e.raw(), 0, "block with RES0 OA bits set: {e:?}");
-    let mut e = Stage2Descriptor::new_page(Hpa::from(0x1_4000_0000), rw(), true);
+    let mut e = Stage2Descriptor::new_page(Hpa::from(0x1_4000_0000), RW, true);
     e.set_paddr(Hpa::from(0x1_4000_1000));
     assert_eq!(e.raw(), 0, "set_paddr on a block: {e:?}");
 }
@@ -729,13 +670,9 @@ fn context_recipe() -> Vec<Event> {
     ]
 }
 
+/// The events of flushing `tf` while VTTBR_EL2 holds `OTHER_VTTBR`.
 fn run<F: Format>(tf: TlbFlush<F>) -> Vec<Event> {
-    let mut rec = Recorder {
-        events: Vec::new(),
-        current_value: OTHER_VTTBR,
-    };
-    tf.flush_with(&mut rec).unwrap();
-    rec.events
+    record(tf, OTHER_VTTBR).events
 }
 
 fn check_flush_page<F: Format<Params = Stage2Params>>() {
@@ -747,16 +684,16 @@ fn check_flush_page<F: Format<Params = Stage2Params>>() {
             Gpa::from(0xc000_3000),
             Hpa::from(0x1_8000_5000),
             SIZE_4K,
-            rw(),
+            RW,
         )
         .unwrap();
     assert_eq!(tf.scope(), Scope::Nothing);
     assert_eq!(run(tf), vec![]);
-    map(&mut t, 0x4020_0000, 0x1_4020_0000, SIZE_2M, rw());
+    map(&mut t, 0x4020_0000, 0x1_4020_0000, SIZE_2M, RW);
     // Neighbours that keep the tables from becoming empty (an emptied
     // table is unlinked and also invalidated; see flush_of_freed_tables).
-    map(&mut t, 0xc000_4000, 0x1_8000_6000, SIZE_4K, rw());
-    map(&mut t, 0x4040_0000, 0x1_4040_0000, SIZE_2M, rw());
+    map(&mut t, 0xc000_4000, 0x1_8000_6000, SIZE_4K, RW);
+    map(&mut t, 0x4040_0000, 0x1_4040_0000, SIZE_2M, RW);
 
     // unmap one page: Xt = 0xc000_3000 >> 12 = 0xc0003.
     let (tr, tf) = t.unmap(Gpa::from(0xc000_3000)).unwrap();
@@ -770,15 +707,11 @@ fn check_flush_page<F: Format<Params = Stage2Params>>() {
 
     // When VTTBR_EL2 already holds this table's value: no switch/restore.
     let (_, tf) = t.unmap(Gpa::from(0x4020_0000)).unwrap();
-    let mut rec = Recorder {
-        events: Vec::new(),
-        current_value: VTTBR_VMID7,
-    };
-    tf.flush_with(&mut rec).unwrap();
+    let events = record(tf, VTTBR_VMID7).events;
     let mut want = page_recipe(&[0x40200]);
     want.remove(0);
     want.pop();
-    assert_eq!(rec.events, want);
+    assert_eq!(events, want);
 }
 
 #[test]
@@ -797,7 +730,7 @@ fn flush_of_freed_tables() {
     //   level 2 table: 1 GiB range at 0xffff_c000_0000 -> Xt 0xf_fffc_0000
     //   level 1 table: 512 GiB range at 0xff80_0000_0000 -> Xt 0xf_f800_0000
     let mut t = fresh_vmid::<Stage2Ipa48>(7);
-    map(&mut t, 0xffff_ffff_f000, 0x5000, SIZE_4K, rw());
+    map(&mut t, 0xffff_ffff_f000, 0x5000, SIZE_4K, RW);
     let frames = live_frames();
     let (_, tf) = t.unmap(Gpa::from(0xffff_ffff_f000)).unwrap();
     assert_eq!(tf.tables_to_free(), 3);
@@ -851,7 +784,7 @@ fn check_flush_escalation<F: Format<Params = Stage2Params>>() {
     // A block can then be mapped there; making an invalid entry valid
     // needs no invalidation on Arm.
     let tf = t
-        .map(Gpa::from(0x20_0000), Hpa::from(0x20_0000), SIZE_2M, rw())
+        .map(Gpa::from(0x20_0000), Hpa::from(0x20_0000), SIZE_2M, RW)
         .unwrap();
     assert_eq!(tf.scope(), Scope::Nothing);
     assert!(run(tf).is_empty());
@@ -869,7 +802,7 @@ fn flush_escalates_to_context() {
 fn check_top<F: Format<Params = Stage2Params>>(input_bits: u32, path: &[(usize, u64)]) {
     let mut t = fresh::<F>();
     let top = (1usize << input_bits) - SIZE_4K;
-    map(&mut t, top, 0x5000, SIZE_4K, rw());
+    map(&mut t, top, 0x5000, SIZE_4K, RW);
     for (pa, want) in path {
         assert_eq!(read_phys(*pa), *want, "entry at {pa:#x}");
     }
@@ -877,7 +810,7 @@ fn check_top<F: Format<Params = Stage2Params>>(input_bits: u32, path: &[(usize, 
         t.query(Gpa::from((1 << input_bits) - 1)),
         Ok(Translation {
             hpa: Hpa::from(0x5fff),
-            flags: rw(),
+            flags: RW,
             size: SIZE_4K
         })
     );
@@ -890,11 +823,11 @@ fn check_top<F: Format<Params = Stage2Params>>(input_bits: u32, path: &[(usize, 
             gpa: Gpa::from(gpa),
             input_bits,
         });
-        let r = t.map(Gpa::from(gpa), Hpa::from(0x6000), SIZE_4K, rw());
+        let r = t.map(Gpa::from(gpa), Hpa::from(0x6000), SIZE_4K, RW);
         assert_eq!(r.err(), err);
         assert_eq!(t.query(Gpa::from(gpa)).err(), err);
     }
-    let r = t.map_region(Gpa::from(top), Hpa::from(0x6000), 0x2000, rw(), false);
+    let r = t.map_region(Gpa::from(top), Hpa::from(0x6000), 0x2000, RW, false);
     assert_eq!(
         r.err(),
         Some(Error::GpaOutOfRange {
@@ -960,18 +893,18 @@ fn ipa48_highest_gpa_and_beyond() {
 fn check_hpa_range<F: Format<Params = Stage2Params>>() {
     let mut t = fresh::<F>();
     let before = snapshot(&t);
-    let r = t.map(Gpa::from(0x1000), Hpa::from(1 << 48), SIZE_4K, rw());
+    let r = t.map(Gpa::from(0x1000), Hpa::from(1 << 48), SIZE_4K, RW);
     let err = Some(Error::HpaOutOfRange {
         hpa: Hpa::from(1 << 48),
         output_bits: 48,
     });
     assert_eq!(r.err(), err);
     let top = (1 << 48) - SIZE_4K;
-    let r = t.map_region(Gpa::from(0x1000), Hpa::from(top), 0x2000, rw(), false);
+    let r = t.map_region(Gpa::from(0x1000), Hpa::from(top), 0x2000, RW, false);
     assert_eq!(r.err(), err);
     assert_eq!(snapshot(&t), before);
     // The last frame below 2^48: OA bits 47:12 all set | 0x7ff | XN.
-    map(&mut t, 0x1000, top, SIZE_4K, rw());
+    map(&mut t, 0x1000, top, SIZE_4K, RW);
     assert_eq!(raw_leaf(&t, 0x1000), 0x0040_ffff_ffff_f7ff);
 }
 
@@ -997,8 +930,8 @@ fn ipa40_concatenated_root() {
     // 1G blocks at IA 0x4000_0000 (L1 index 1) and IA 0x80_4000_0000
     // (bit 39 set: index 512 + 1 = 513, in the second table at root +
     // 0x1000 + 8).
-    map(&mut t, 0x4000_0000, 0x1_0000_0000, SIZE_1G, rw());
-    map(&mut t, 0x80_4000_0000, 0x2_0000_0000, SIZE_1G, rw());
+    map(&mut t, 0x4000_0000, 0x1_0000_0000, SIZE_1G, RW);
+    map(&mut t, 0x80_4000_0000, 0x2_0000_0000, SIZE_1G, RW);
     assert_eq!(entry(root, 1), 0x0040_0001_0000_07fd);
     assert_eq!(entry(root, 513), 0x0040_0002_0000_07fd);
     assert_eq!(read_phys(root + 0x1008), 0x0040_0002_0000_07fd);
@@ -1008,7 +941,7 @@ fn ipa40_concatenated_root() {
 
     // A 4K page at IA 0x80_0000_3000: root[512] (root + 0x1000) -> L2 at
     // 0x8000_1000; L2[0] -> L3 at 0x8000_4000; L3[3].
-    map(&mut t, 0x80_0000_3000, 0x6000, SIZE_4K, rw());
+    map(&mut t, 0x80_0000_3000, 0x6000, SIZE_4K, RW);
     assert_eq!(entry(root, 512), 0x8000_1003);
     assert_eq!(entry(0x8000_1000, 0), 0x8000_4003);
     assert_eq!(entry(0x8000_4000, 3), XN | 0x67ff);

@@ -21,55 +21,26 @@
 use npt::flush::{Arg, Instr, Issued, Recorder, Scope};
 use npt::riscv::{Pbmt, Sv39x4, Sv39x4Flags, Sv39x4Params, Sv39x4Pte};
 use npt::size::{SIZE_1G, SIZE_2M, SIZE_4K};
-use npt::{
-    Error, GenericPTE, GuestPhysAddr, HostPhysAddr, Leaf, MappingFlags as MF, NestedTable, TlbFlush,
+use npt::{Error, GenericPTE, MappingFlags as MF, TlbFlush};
+use npt_tests::{
+    entry, fresh, fresh_with, gpa, hpa, leaves, live_frames, read_phys, record, reset, Frames,
+    Table, DEFAULT_BASE, DEFAULT_FRAMES, R, RW, RWX, RX,
 };
-use npt_tests::{live_frames, read_phys, reset, Frames, DEFAULT_BASE, DEFAULT_FRAMES};
 
-type Table = NestedTable<Sv39x4, Frames>;
-
-const R: MF = MF::READ;
-const RW: MF = MF::READ.union(MF::WRITE);
 const X: MF = MF::EXECUTE;
-const RX: MF = MF::READ.union(MF::EXECUTE);
-const RWX: MF = RW.union(MF::EXECUTE);
 
 /// The root: the first 4 frames of simulated memory (0x8000_0000 is
 /// 16 KiB aligned), 0x8000_0000..0x8000_4000.
 const ROOT: usize = 0x8000_0000;
 
-fn gpa(a: usize) -> GuestPhysAddr {
-    GuestPhysAddr::from(a)
+/// A fresh arena and an empty table with `vmid`.
+fn fresh_vmid(vmid: u64) -> Table<Sv39x4> {
+    fresh_with::<Sv39x4>(Sv39x4Params { vmid })
 }
 
-fn hpa(a: usize) -> HostPhysAddr {
-    HostPhysAddr::from(a)
-}
-
-fn fresh() -> Table {
-    reset(DEFAULT_BASE, DEFAULT_FRAMES);
-    Table::try_new().unwrap()
-}
-
-fn fresh_vmid(vmid: u64) -> Table {
-    reset(DEFAULT_BASE, DEFAULT_FRAMES);
-    Table::try_new_with(Sv39x4Params { vmid }).unwrap()
-}
-
-fn leaves(t: &Table) -> Vec<Leaf> {
-    let mut v = Vec::new();
-    t.for_each_leaf(|l| v.push(l));
-    v
-}
-
-/// Root entry `idx` (8 bytes each).
-fn root_entry(idx: usize) -> u64 {
-    read_phys(ROOT + idx * 8)
-}
-
+/// The instructions of flushing `tf` into a default recorder.
 fn recorded(tf: TlbFlush<Sv39x4>) -> Vec<Issued> {
-    let mut rec = Recorder::default();
-    tf.flush_with(&mut rec).unwrap();
+    let rec = record(tf, 0);
     // RISC-V recipes name no context register: nothing but instructions.
     assert_eq!(rec.events.len(), rec.instrs().len());
     rec.instrs()
@@ -86,7 +57,7 @@ fn hfence(rs1: Arg, vmid: u64) -> Issued {
 
 #[test]
 fn root_is_four_zeroed_frames_at_base() {
-    let t = fresh();
+    let t = fresh::<Sv39x4>();
     // First fit, 4 frames, 16 KiB aligned: 0x8000_0000 itself.
     assert_eq!(t.root_paddr(), hpa(0x8000_0000));
     assert_eq!(t.frames_used(), 4);
@@ -94,7 +65,7 @@ fn root_is_four_zeroed_frames_at_base() {
     // All 2048 entries (16 KiB / 8) are zero although the allocator
     // dirties every frame it hands out.
     for idx in 0..2048 {
-        assert_eq!(root_entry(idx), 0, "root entry {idx}");
+        assert_eq!(entry(ROOT, idx), 0, "root entry {idx}");
     }
     assert!(leaves(&t).is_empty());
 }
@@ -107,7 +78,7 @@ fn root_skips_to_next_16k_boundary_and_tables_fill_the_hole() {
     // frames is 0x8000_4000..0x8000_8000.
     let taken = Frames::alloc_frames(1, SIZE_4K).unwrap();
     assert_eq!(taken.as_usize(), 0x8000_0000);
-    let mut t = Table::try_new().unwrap();
+    let mut t = Table::<Sv39x4>::try_new().unwrap();
     assert_eq!(t.root_paddr(), hpa(0x8000_4000));
     // hgatp = MODE 8 << 60 | VMID 0 | PPN 0x8000_4000 >> 12 = 0x80004.
     assert_eq!(t.root_register(), 0x8000_0000_0008_0004);
@@ -126,7 +97,7 @@ fn root_skips_to_next_16k_boundary_and_tables_fill_the_hole() {
 
 #[test]
 fn leaf_1g_raw() {
-    let mut t = fresh();
+    let mut t = fresh::<Sv39x4>();
     // GPA 0x4000_0000 -> HPA 0x1_0000_0000, RW.
     t.map(gpa(0x4000_0000), hpa(0x1_0000_0000), SIZE_1G, RW)
         .unwrap()
@@ -141,13 +112,13 @@ fn leaf_1g_raw() {
     assert_eq!(l[0].level, 0);
     assert_eq!(l[0].raw, raw);
     // Root index GPA[40:30] = 1: entry at 0x8000_0008; no table needed.
-    assert_eq!(root_entry(1), raw);
+    assert_eq!(entry(ROOT, 1), raw);
     assert_eq!(t.frames_used(), 4);
 }
 
 #[test]
 fn leaf_2m_raw_and_table_descriptor() {
-    let mut t = fresh();
+    let mut t = fresh::<Sv39x4>();
     // GPA 0x20_0000 -> HPA 0x1_2340_0000 (2M aligned), RWX.
     t.map(gpa(0x20_0000), hpa(0x1_2340_0000), SIZE_2M, RWX)
         .unwrap()
@@ -163,7 +134,7 @@ fn leaf_2m_raw_and_table_descriptor() {
     assert_eq!(l[0].raw, raw);
     // Root index 0 -> L1 table, first fit after the root: 0x8000_4000.
     // Table PTE: PPN 0x80004 << 10 = 0x2000_1000, only V = 1.
-    assert_eq!(root_entry(0), 0x2000_1001);
+    assert_eq!(entry(ROOT, 0), 0x2000_1001);
     // L1 index GPA[29:21] = 1: at 0x8000_4000 + 8.
     assert_eq!(read_phys(0x8000_4008), raw);
     assert_eq!(t.frames_used(), 5);
@@ -171,7 +142,7 @@ fn leaf_2m_raw_and_table_descriptor() {
 
 #[test]
 fn leaf_4k_raw_and_table_chain() {
-    let mut t = fresh();
+    let mut t = fresh::<Sv39x4>();
     // GPA 0x1_2345_6000 -> HPA 0xABCD_E000, R.
     t.map(gpa(0x1_2345_6000), hpa(0xABCD_E000), SIZE_4K, R)
         .unwrap()
@@ -200,7 +171,7 @@ fn leaf_4k_raw_and_table_chain() {
 
 #[test]
 fn next_tables_land_first_fit() {
-    let mut t = fresh();
+    let mut t = fresh::<Sv39x4>();
     // Uses L1 0x8000_4000 and L0 0x8000_5000 (root index 0).
     t.map(gpa(0), hpa(0x1000), SIZE_4K, RW).unwrap().ignore();
     // Root index 1: L1 at 0x8000_6000, L0 at 0x8000_7000.
@@ -212,7 +183,7 @@ fn next_tables_land_first_fit() {
         .unwrap()
         .ignore();
     // Root[1]: 0x80006 << 10 = 0x2000_1800, | V.
-    assert_eq!(root_entry(1), 0x2000_1801);
+    assert_eq!(entry(ROOT, 1), 0x2000_1801);
     // L1(0x8000_6000)[0]: 0x80007 << 10 = 0x2000_1C00, | V.
     assert_eq!(read_phys(0x8000_6000), 0x2000_1C01);
     // L1(0x8000_6000)[1]: 0x80008 << 10 = 0x2000_2000, | V.
@@ -250,7 +221,7 @@ fn every_legal_permission_combination() {
         (RX | MF::DEVICE, 0x4000_0000_048D_14DB),
         (RWX | MF::UNCACHED, 0x2000_0000_048D_14DF),
     ];
-    let mut t = fresh();
+    let mut t = fresh::<Sv39x4>();
     for (i, (flags, _)) in cases.iter().enumerate() {
         t.map(gpa(i * SIZE_4K), hpa(PERM_HPA), SIZE_4K, *flags)
             .unwrap()
@@ -269,7 +240,7 @@ fn every_legal_permission_combination() {
 
 #[test]
 fn pbmt_accessor_agrees() {
-    let mut t = fresh();
+    let mut t = fresh::<Sv39x4>();
     t.map(gpa(0), hpa(PERM_HPA), SIZE_4K, R | MF::DEVICE)
         .unwrap()
         .ignore();
@@ -322,7 +293,7 @@ fn assert_illegal(r: Result<TlbFlush<Sv39x4>, Error>, flags: MF) {
 
 #[test]
 fn illegal_flags_refused_without_change() {
-    let mut t = fresh();
+    let mut t = fresh::<Sv39x4>();
     t.map(gpa(0), hpa(PERM_HPA), SIZE_4K, RW).unwrap().ignore();
     let before = leaves(&t);
     let frames = live_frames();
@@ -344,7 +315,7 @@ fn illegal_flags_refused_without_change() {
 
 #[test]
 fn user_flag_is_ignored() {
-    let mut t = fresh();
+    let mut t = fresh::<Sv39x4>();
     t.map(gpa(0), hpa(PERM_HPA), SIZE_4K, RW | MF::USER)
         .unwrap()
         .ignore();
@@ -370,7 +341,7 @@ fn flags_round_trip_via_query_and_protect() {
         RW | MF::UNCACHED,
         RWX | MF::DEVICE,
     ];
-    let mut t = fresh();
+    let mut t = fresh::<Sv39x4>();
     for (i, flags) in legal.iter().enumerate() {
         let g = i * SIZE_2M;
         t.map(gpa(g), hpa(0x4000_0000), SIZE_2M, *flags)
@@ -489,7 +460,7 @@ fn root_register_is_hgatp() {
 #[test]
 fn vmid_beyond_14_bits_refused() {
     reset(DEFAULT_BASE, DEFAULT_FRAMES);
-    let r = Table::try_new_with(Sv39x4Params { vmid: 1 << 14 });
+    let r = Table::<Sv39x4>::try_new_with(Sv39x4Params { vmid: 1 << 14 });
     assert_eq!(
         r.err(),
         Some(Error::ParamOutOfRange {
@@ -645,7 +616,7 @@ fn flush_all_is_hfence_gvma_x0_x0() {
 
 #[test]
 fn highest_gpa_maps_and_queries() {
-    let mut t = fresh();
+    let mut t = fresh::<Sv39x4>();
     // 2^41 - 4K = 0x1FF_FFFF_F000: indices 0x7FF, 0x1FF, 0x1FF.
     let top = (1usize << 41) - SIZE_4K;
     assert_eq!(top, 0x1FF_FFFF_F000);
@@ -663,7 +634,7 @@ fn highest_gpa_maps_and_queries() {
     assert_eq!(l[0].gpa, gpa(top));
     // The top gigapage too: root index 0x7FF.
     drop(t);
-    let mut t = fresh();
+    let mut t = fresh::<Sv39x4>();
     t.map(gpa(0x1FF_C000_0000), hpa(0), SIZE_1G, R)
         .unwrap()
         .ignore();
@@ -673,7 +644,7 @@ fn highest_gpa_maps_and_queries() {
 
 #[test]
 fn gpa_2_pow_41_refused() {
-    let mut t = fresh();
+    let mut t = fresh::<Sv39x4>();
     let limit = 1usize << 41;
     let out = Some(Error::GpaOutOfRange {
         gpa: gpa(limit),
@@ -694,7 +665,7 @@ fn gpa_2_pow_41_refused() {
 
 #[test]
 fn gpa_bits_39_and_40_select_upper_root_entries() {
-    let mut t = fresh();
+    let mut t = fresh::<Sv39x4>();
     let base = 0x1000;
     let bit39 = base | (1 << 39);
     let bit40 = base | (1 << 40);
@@ -711,7 +682,7 @@ fn gpa_bits_39_and_40_select_upper_root_entries() {
     // Tables in order: L1 0x8000_4000, L0 0x8000_5000 (index 0); L1
     // 0x8000_6000, L0 0x8000_7000 (512); L1 0x8000_8000, L0 0x8000_9000
     // (1024).
-    assert_eq!(root_entry(0), 0x2000_1001);
+    assert_eq!(entry(ROOT, 0), 0x2000_1001);
     // 512 * 8 = 0x1000: 0x80006 << 10 | V.
     assert_eq!(read_phys(0x8000_1000), 0x2000_1801);
     // 1024 * 8 = 0x2000: 0x80008 << 10 | V.
