@@ -46,13 +46,13 @@ mod table;
 pub mod doc_support;
 
 pub use addr::{GuestPhysAddr, HostPhysAddr};
-/// The address types `PagingHandler` uses, so a hypervisor implementing it
-/// needs no direct, version-matched `memory_addr` dependency.
-pub use memory_addr::{PhysAddr, VirtAddr};
 pub use error::{Error, FlushError};
 pub use flush::TlbFlush;
 pub use format::Format;
 pub use formats::{aarch64, riscv, x86_64};
+/// The address types `PagingHandler` uses, so a hypervisor implementing it
+/// needs no direct, version-matched `memory_addr` dependency.
+pub use memory_addr::{PhysAddr, VirtAddr};
 pub use page_table_entry::{GenericPTE, MappingFlags};
 pub use page_table_multiarch::{PagingHandler, PagingMetaData};
 pub use table::{Leaf, NestedTable, Translation};
