@@ -47,6 +47,10 @@ pub const INSTRUCTIONS: &[Instruction] = &[
         Arch::X86_64,
     ),
     instr("invept_all_context", 0, "InveptAllContext", Arch::X86_64),
+    // AMD APM Vol. 2 §15.16, VMCB TLB_CONTROL: requests for the next VMRUN,
+    // carried out by the hypervisor's executor (npt::instr::SvmTlbControl).
+    instr("svm_tlb_flush_asid", 1, "SvmFlushAsid", Arch::X86_64),
+    instr("svm_tlb_flush_all", 0, "SvmFlushAll", Arch::X86_64),
     // RISC-V privileged spec, hypervisor extension, HFENCE.GVMA.
     instr("hfence_gvma", 2, "HfenceGvma", Arch::Riscv64),
 ];

@@ -157,6 +157,10 @@ pub enum FlushError {
     /// The CPU reports that it does not support this instruction (for
     /// INVEPT: neither single- nor all-context in IA32_VMX_EPT_VPID_CAP).
     Unsupported(crate::flush::Instr),
+    /// The step is a request for the next VMRUN (AMD VMCB.TLB_CONTROL),
+    /// which only the hypervisor can carry out: run the batch through
+    /// [`crate::instr::SvmTlbControl`] instead.
+    NeedsVmcb(crate::flush::Instr),
     /// The recipe needs a context register this architecture does not have.
     ForeignRegister(crate::flush::ContextRegister),
     /// INVEPT failed (Intel SDM Vol. 3C, "Conventions" of the VMX
@@ -169,6 +173,7 @@ impl fmt::Display for FlushError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FlushError::ForeignInstruction(i) => write!(f, "{i:?} cannot run on this architecture"),
+            FlushError::NeedsVmcb(i) => write!(f, "{i:?} is a VMCB request: run the batch through SvmTlbControl"),
             FlushError::Unsupported(i) => write!(f, "this CPU does not support {i:?}"),
             FlushError::ForeignRegister(r) => {
                 write!(f, "{r:?} does not exist on this architecture")

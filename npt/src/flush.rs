@@ -35,6 +35,12 @@ pub enum Instr {
     InveptSingleContext,
     /// `INVEPT` type 2, all-context.
     InveptAllContext,
+    /// AMD SVM: flush the TLB entries of the ASID in the operand at the next
+    /// VMRUN (VMCB.TLB_CONTROL = 3). Not an instruction: the hypervisor
+    /// applies it to its VMCB, see [`crate::instr::SvmTlbControl`].
+    SvmFlushAsid,
+    /// AMD SVM: flush the whole TLB at the next VMRUN (TLB_CONTROL = 1).
+    SvmFlushAll,
     /// `HFENCE.GVMA rs1, rs2` (RISC-V privileged spec, hypervisor extension):
     /// `rs1` = guest-physical address >> 2 or x0, `rs2` = VMID or x0.
     HfenceGvma,

@@ -149,6 +149,9 @@ fn main() {
         let eptp = x86_64::Ept4::eptp(t.root_paddr(), t.params()).expect("EPTP");
         println!("EPTP (VMCS field 0x201A) = {eptp:#x}");
     });
+    show::<x86_64::Npt4>(x86_64::Npt4Params { asid: 1 }, |t| {
+        println!("nCR3 (VMCB offset 0xB0) = {:#x}", t.root_register());
+    });
     let p = aarch64::Stage2Params { vmid: 1 };
     show::<aarch64::Stage2Ipa39>(p, |t| {
         let vtcr = aarch64::Stage2Ipa39::vtcr_el2(t.root_paddr(), t.params()).expect("VTCR");

@@ -77,3 +77,47 @@ impl FlushExecutor for Host {
         Ok(())
     }
 }
+
+/// Collects what AMD SVM flush recipes ask of the next VMRUN: the
+/// VMCB.TLB_CONTROL value (AMD APM Vol. 2 §15.16). Run a batch through it,
+/// then write [`tlb_control`](Self::tlb_control) into the guest's VMCB
+/// before VMRUN (and reset it afterwards).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SvmTlbControl {
+    /// 0: nothing requested; 3: flush this guest's ASID; 1: flush all.
+    pub tlb_control: u8,
+    /// Whether the CPU supports flush-by-ASID (CPUID Fn8000_000A EDX bit 6,
+    /// FlushByAsid); without it a per-ASID request becomes flush-all.
+    pub flush_by_asid: bool,
+}
+
+impl SvmTlbControl {
+    /// A collector for a CPU with or without FlushByAsid.
+    pub const fn new(flush_by_asid: bool) -> Self {
+        SvmTlbControl { tlb_control: 0, flush_by_asid }
+    }
+}
+
+impl FlushExecutor for SvmTlbControl {
+    fn execute(&mut self, op: Issued) -> Result<(), FlushError> {
+        let want = match op.instr {
+            crate::flush::Instr::SvmFlushAsid if self.flush_by_asid => 3,
+            crate::flush::Instr::SvmFlushAsid | crate::flush::Instr::SvmFlushAll => 1,
+            other => return Err(FlushError::ForeignInstruction(other)),
+        };
+        // Flush-all (1) covers flush-by-ASID (3).
+        self.tlb_control = match (self.tlb_control, want) {
+            (1, _) | (_, 1) => 1,
+            _ => want,
+        };
+        Ok(())
+    }
+
+    fn switch_context(&mut self, reg: ContextRegister, _: u64) -> Result<Option<u64>, FlushError> {
+        Err(FlushError::ForeignRegister(reg))
+    }
+
+    fn restore_context(&mut self, reg: ContextRegister, _: u64) -> Result<(), FlushError> {
+        Err(FlushError::ForeignRegister(reg))
+    }
+}

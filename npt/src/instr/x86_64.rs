@@ -57,6 +57,9 @@ pub fn execute(op: Issued) -> Result<(), FlushError> {
         (Instr::InveptSingleContext | Instr::InveptAllContext, _) => {
             Err(FlushError::Unsupported(op.instr))
         }
+        // VMCB requests: the hypervisor runs the batch through
+        // `SvmTlbControl` and writes the result into its VMCB.
+        (Instr::SvmFlushAsid | Instr::SvmFlushAll, _) => Err(FlushError::NeedsVmcb(op.instr)),
         (other, _) => Err(FlushError::ForeignInstruction(other)),
     }
 }
