@@ -173,7 +173,10 @@ impl fmt::Display for FlushError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FlushError::ForeignInstruction(i) => write!(f, "{i:?} cannot run on this architecture"),
-            FlushError::NeedsVmcb(i) => write!(f, "{i:?} is a VMCB request: run the batch through SvmTlbControl"),
+            FlushError::NeedsVmcb(i) => write!(
+                f,
+                "{i:?} is a VMCB request: run the batch through SvmTlbControl"
+            ),
             FlushError::Unsupported(i) => write!(f, "this CPU does not support {i:?}"),
             FlushError::ForeignRegister(r) => {
                 write!(f, "{r:?} does not exist on this architecture")

@@ -18,7 +18,7 @@ use npt::size::{SIZE_1G, SIZE_2M, SIZE_4K};
 use npt::x86_64::{Npt4, Npt4Params, NptEntry};
 use npt::{Error, GenericPTE, MappingFlags as MF};
 use npt_tests::{
-    all_combinations, entry, fresh, fresh_with, gpa, hpa, leaves, map, raw_leaf, record, Table,
+    all_combinations, entry, fresh, fresh_with, gpa, hpa, leaves, map, raw_leaf, record,
     DEFAULT_BASE, R, RW, RWX, RX,
 };
 

@@ -94,7 +94,10 @@ pub struct SvmTlbControl {
 impl SvmTlbControl {
     /// A collector for a CPU with or without FlushByAsid.
     pub const fn new(flush_by_asid: bool) -> Self {
-        SvmTlbControl { tlb_control: 0, flush_by_asid }
+        SvmTlbControl {
+            tlb_control: 0,
+            flush_by_asid,
+        }
     }
 }
 
