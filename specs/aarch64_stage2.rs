@@ -232,6 +232,12 @@
         /// FEAT_VMID16).
         param vmid { width = 8; }
 
+        /// The host's physical address size in bits, from
+        /// ID_AA64MMFR0_EL1.PARange (32, 36, 40, 42, 44 or 48): it sets
+        /// VTCR_EL2.PS, and npt refuses host addresses at or above it.
+        param pa_bits { width = 7; default = 48; }
+        output_limit = pa_bits;
+
         /// Virtualization Translation Table Base Register.
         register VTTBR_EL2 {
             cite = "Arm ARM D23.2, VTTBR_EL2";
@@ -257,8 +263,8 @@
             field sh0 { bits = 13:12; value = 3; }
             /// TG0: 4KB granule.
             field tg0 { bits = 15:14; value = 0; }
-            /// PS: physical address size of the output.
-            field ps { bits = 18:16; value = match output_bits { 32 => 0, 36 => 1, 40 => 2, 42 => 3, 44 => 4, 48 => 5, 52 => 6 }; }
+            /// PS: the output (physical address) size, from `pa_bits`.
+            field ps { bits = 18:16; value = match pa_bits { 32 => 0, 36 => 1, 40 => 2, 42 => 3, 44 => 4, 48 => 5 }; }
             /// Bit 31 is RES1.
             field res1 { bits = 31:31; value = 1; }
         }

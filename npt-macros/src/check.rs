@@ -632,6 +632,37 @@ fn check_params(f: &Format, errs: &mut Errors) {
                 "first defined here",
             );
         }
+        if let Some(d) = p.default {
+            if p.width.value < 64 && d.value >> p.width.value != 0 {
+                errs.error(
+                    d.span,
+                    format!(
+                        "default {} does not fit the param's {} bits",
+                        d.value, p.width.value
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(limit) = &f.output_limit {
+        match f.params.iter().find(|p| p.name == *limit) {
+            None => errs.error(
+                limit.span(),
+                format!("`output_limit` names `{limit}`, which is not a `param`"),
+            ),
+            Some(p) => {
+                let d = p.default.map_or(0, |d| d.value);
+                if d > f.geometry.output_bits.value || d == 0 {
+                    errs.error(
+                        limit.span(),
+                        format!(
+                            "`{limit}` limits the output width, so its default must be between 1 and output_bits ({}): add `default = {};`",
+                            f.geometry.output_bits.value, f.geometry.output_bits.value
+                        ),
+                    );
+                }
+            }
+        }
     }
 }
 

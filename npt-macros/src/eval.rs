@@ -198,12 +198,19 @@ impl Expr {
                         None
                     }
                 },
-                Value::Runtime(_) => {
-                    errs.error(
-                        *span,
-                        "a `match` in a register value must be on a geometry quantity",
-                    );
-                    None
+                Value::Runtime(scrut) => {
+                    // On a run-time value: a value with no arm is an error
+                    // at run time (`None`, reported as a register field
+                    // that cannot hold its value).
+                    let mut out = Vec::new();
+                    for (key, v) in arms {
+                        let v = v.eval(env, errs)?.into_tokens();
+                        out.push(quote!(::core::option::Option::Some(#key) => #v,));
+                    }
+                    Some(Value::Runtime(quote!(match #scrut {
+                        #(#out)*
+                        _ => ::core::option::Option::None,
+                    })))
                 }
             },
         }

@@ -58,6 +58,9 @@ pub struct Format {
     pub params: Vec<Param>,
     pub registers: Vec<Register>,
     pub flush: Flush,
+    /// A param that narrows the output width at run time (the host's
+    /// physical address size), bounded by `geometry.output_bits`.
+    pub output_limit: Option<Ident>,
     /// Other formats sharing these descriptors but with their own geometry.
     pub variants: Vec<FormatVariant>,
 }
@@ -294,6 +297,8 @@ pub struct Param {
     pub name: Ident,
     pub docs: Vec<String>,
     pub width: Spanned<u64>,
+    /// The value `Default` gives (0 if absent).
+    pub default: Option<Spanned<u64>>,
 }
 
 #[derive(Clone)]
@@ -807,6 +812,7 @@ const FORMAT_KEYS: &[&str] = &[
     "register",
     "flush",
     "variant",
+    "output_limit",
 ];
 
 /// Builds the model, reporting what it cannot read. Returns `None` when a
@@ -872,6 +878,9 @@ pub fn build(tree: &SpecTree, errs: &mut Errors) -> Option<Format> {
     let flush = b
         .required("flush", "flush { ... }", errs)
         .and_then(|n| flush(n, errs));
+    let output_limit = b
+        .one("output_limit", errs)
+        .and_then(|n| ident_value(n, errs));
     let variants: Vec<FormatVariant> = b
         .all("variant")
         .into_iter()
@@ -895,6 +904,7 @@ pub fn build(tree: &SpecTree, errs: &mut Errors) -> Option<Format> {
         params,
         registers,
         flush: flush?,
+        output_limit,
         variants,
     })
 }
@@ -1331,11 +1341,13 @@ fn param(node: &Node, errs: &mut Errors) -> Option<Param> {
     let width = b
         .required("width", "width = 8;", errs)
         .and_then(|n| int_value(n, errs));
-    b.finish(&["width"], errs);
+    let default = b.one("default", errs).and_then(|n| int_value(n, errs));
+    b.finish(&["width", "default"], errs);
     Some(Param {
         name: name?,
         docs: node.docs.clone(),
         width: width?,
+        default,
     })
 }
 

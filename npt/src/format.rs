@@ -306,6 +306,14 @@ pub trait Format: 'static + Send + Sync {
     /// Parameters of the root register (VMID and the like).
     type Params: Copy + Debug + Default + Send + Sync;
 
+    /// The output (host-physical) width for tables made with `params`: the
+    /// geometry's, or less where the spec lets a param narrow it (the
+    /// host's physical address size).
+    fn output_bits(params: &Self::Params) -> u32 {
+        let _ = params;
+        Self::LAYOUT.geometry.output_bits
+    }
+
     /// Checks `params` and computes, for a root table at `root_pa`, the
     /// values flush recipes refer to by name (the root register first).
     fn context(root_pa: u64, params: &Self::Params) -> Result<crate::flush::Context, Error>;

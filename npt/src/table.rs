@@ -25,6 +25,9 @@ pub struct NestedTable<F: Format, H: PagingHandler> {
     /// hand out (RISC-V may cache the invalid entries they replaced): the
     /// next batch invalidates the context.
     pending_context: bool,
+    /// The output width for this table (the format's, or the host's
+    /// physical address size where the spec lets a param narrow it).
+    output_bits: u32,
     _marker: PhantomData<(F, fn() -> H)>,
 }
 
@@ -102,13 +105,17 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
     /// (VMID ...), which are checked against their fields' widths.
     pub fn try_new_with(params: F::Params) -> Result<Self, Error> {
         let g = &layout::<F>().geometry;
-        let root = Self::alloc(g.root_tables, g.root_align)?;
+        // Refuse bad parameters before allocating anything.
+        F::context(0, &params)?;
+        let output_bits = F::output_bits(&params);
+        let root = Self::alloc(g.root_tables, g.root_align, output_bits)?;
         match F::context(root, &params) {
             Ok(ctx) => Ok(NestedTable {
                 root,
                 params,
                 ctx,
                 pending_context: false,
+                output_bits,
                 _marker: PhantomData,
             }),
             Err(e) => {
@@ -127,13 +134,13 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
 
     /// Allocates `tables` zeroed granule-sized tables, refusing frames the
     /// format cannot point at (misaligned or beyond the output width).
-    fn alloc(tables: usize, align: usize) -> Result<u64, Error> {
+    fn alloc(tables: usize, align: usize, output_bits: u32) -> Result<u64, Error> {
         let g = &layout::<F>().geometry;
         let frames = Self::frames(tables);
         let pa = H::alloc_frames(frames, align).ok_or(Error::NoMemory)?;
         let bytes = tables << g.granule_shift;
         let end = pa.as_usize() as u128 + bytes as u128;
-        if pa.as_usize() % align != 0 || end > g.output_limit() {
+        if pa.as_usize() % align != 0 || end > 1u128 << output_bits {
             H::dealloc_frames(pa, frames);
             return Err(Error::NoMemory);
         }
@@ -167,6 +174,11 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
     /// The root-register value (EPTP, VTTBR_EL2, hgatp) for this table.
     pub fn root_register(&self) -> u64 {
         self.ctx[0]
+    }
+
+    /// The output (host-physical) address width this table accepts.
+    pub fn output_bits(&self) -> u32 {
+        self.output_bits
     }
 
     /// The root-register parameters this table was made with.
@@ -217,25 +229,25 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         Ok(())
     }
 
-    fn check_hpa(hpa: usize, size: usize, align: usize) -> Result<(), Error> {
-        let g = &layout::<F>().geometry;
+    fn check_hpa(&self, hpa: usize, size: usize, align: usize) -> Result<(), Error> {
+        let limit = 1u128 << self.output_bits;
+        let output_bits = self.output_bits;
         if hpa % align != 0 {
             return Err(Error::MisalignedHpa {
                 hpa: hpa.into(),
                 align,
             });
         }
-        if hpa as u128 >= g.output_limit() {
+        if hpa as u128 >= limit {
             return Err(Error::HpaOutOfRange {
                 hpa: hpa.into(),
-                output_bits: g.output_bits,
+                output_bits,
             });
         }
-        if hpa as u128 + size as u128 > g.output_limit() {
-            let first = g.output_limit() as usize;
+        if hpa as u128 + size as u128 > limit {
             return Err(Error::HpaOutOfRange {
-                hpa: first.into(),
-                output_bits: g.output_bits,
+                hpa: (limit as usize).into(),
+                output_bits,
             });
         }
         Ok(())
@@ -302,7 +314,7 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
     ) -> Result<TlbFlush<F>, Error> {
         Self::check_size(size)?;
         Self::check_gpa(gpa, size, align)?;
-        Self::check_hpa(hpa, size, align)?;
+        self.check_hpa(hpa, size, align)?;
         let attrs = layout::<F>().attrs(flags)?;
         let job = Job {
             start: gpa,
@@ -388,7 +400,7 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
                                 align: span,
                             });
                         }
-                        let next = Self::alloc(1, lay.geometry.granule())?;
+                        let next = Self::alloc(1, lay.geometry.granule(), self.output_bits)?;
                         Self::write(table, idx, lay.table(next));
                         if F::FLUSH.invalidate_on_map {
                             tf.add_context();

@@ -152,7 +152,10 @@ fn main() {
     show::<x86_64::Npt4>(x86_64::Npt4Params { asid: 1 }, |t| {
         println!("nCR3 (VMCB offset 0xB0) = {:#x}", t.root_register());
     });
-    let p = aarch64::Stage2Params { vmid: 1 };
+    let p = aarch64::Stage2Params {
+        vmid: 1,
+        ..Default::default()
+    };
     show::<aarch64::Stage2Ipa39>(p, |t| {
         let vtcr = aarch64::Stage2Ipa39::vtcr_el2(t.root_paddr(), t.params()).expect("VTCR");
         println!("VTTBR_EL2 = {:#x}, VTCR_EL2 = {vtcr:#x}", t.root_register());

@@ -54,7 +54,10 @@ const PAGE_4K_RW: u64 = 0x0040_0001_8000_57ff;
 
 /// A fresh arena and an empty table with `vmid` whose root is at `ROOT`.
 fn fresh_vmid<F: Format<Params = Stage2Params>>(vmid: u64) -> Table<F> {
-    fresh_with::<F>(Stage2Params { vmid })
+    fresh_with::<F>(Stage2Params {
+        vmid,
+        ..Default::default()
+    })
 }
 
 /// The hand model: Arm stage 2 can encode every READ/WRITE/EXECUTE
@@ -545,25 +548,58 @@ fn check_vttbr<F: Format<Params = Stage2Params>>(vttbr: RegFn) {
     let root = Hpa::from(ROOT);
     // BADDR = bits 47:1 hold the root address (bit 0 CnP = 0); VMID[7:0]
     // in bits 55:48.
-    assert_eq!(vttbr(root, &Stage2Params { vmid: 0 }), Ok(0x8000_0000));
     assert_eq!(
-        vttbr(root, &Stage2Params { vmid: 0x5a }),
+        vttbr(
+            root,
+            &Stage2Params {
+                vmid: 0,
+                ..Default::default()
+            }
+        ),
+        Ok(0x8000_0000)
+    );
+    assert_eq!(
+        vttbr(
+            root,
+            &Stage2Params {
+                vmid: 0x5a,
+                ..Default::default()
+            }
+        ),
         Ok(0x005a_0000_8000_0000)
     );
     assert_eq!(
-        vttbr(Hpa::from(0xffff_ffff_e000), &Stage2Params { vmid: 0xff }),
+        vttbr(
+            Hpa::from(0xffff_ffff_e000),
+            &Stage2Params {
+                vmid: 0xff,
+                ..Default::default()
+            }
+        ),
         Ok(0x00ff_ffff_ffff_e000)
     );
     // A VMID of 9 bits does not fit VMID[7:0]; a root at 2^48 not BADDR.
     assert_eq!(
-        vttbr(root, &Stage2Params { vmid: 256 }),
+        vttbr(
+            root,
+            &Stage2Params {
+                vmid: 256,
+                ..Default::default()
+            }
+        ),
         Err(Error::RegisterField {
             register: "VTTBR_EL2",
             field: "vmid"
         })
     );
     assert_eq!(
-        vttbr(Hpa::from(1 << 48), &Stage2Params { vmid: 0 }),
+        vttbr(
+            Hpa::from(1 << 48),
+            &Stage2Params {
+                vmid: 0,
+                ..Default::default()
+            }
+        ),
         Err(Error::RegisterField {
             register: "VTTBR_EL2",
             field: "baddr"
@@ -572,11 +608,20 @@ fn check_vttbr<F: Format<Params = Stage2Params>>(vttbr: RegFn) {
     // The table's root register is this VTTBR_EL2.
     let t = fresh_vmid::<F>(0xff);
     assert_eq!(t.root_register(), 0x00ff_0000_8000_0000);
-    assert_eq!(t.params(), &Stage2Params { vmid: 0xff });
+    assert_eq!(
+        t.params(),
+        &Stage2Params {
+            vmid: 0xff,
+            ..Default::default()
+        }
+    );
     drop(t);
     // VMID 256 is refused, and the root frame(s) are given back.
     reset(DEFAULT_BASE, DEFAULT_FRAMES);
-    let r = Table::<F>::try_new_with(Stage2Params { vmid: 256 });
+    let r = Table::<F>::try_new_with(Stage2Params {
+        vmid: 256,
+        ..Default::default()
+    });
     assert_eq!(
         r.err(),
         Some(Error::ParamOutOfRange {
@@ -596,8 +641,55 @@ fn vttbr_el2_golden_values() {
 }
 
 #[test]
+fn host_pa_size_limits_output_addresses() {
+    // A 40-bit host: HPAs from 2^40 are refused, never truncated.
+    let mut t = fresh_with::<Stage2Ipa39>(Stage2Params {
+        vmid: 1,
+        pa_bits: 40,
+    });
+    assert_eq!(t.output_bits(), 40);
+    let err = t
+        .map(Gpa::from(0x1000), Hpa::from(1 << 40), SIZE_4K, RW)
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::HpaOutOfRange {
+            hpa: Hpa::from(1 << 40),
+            output_bits: 40
+        }
+    );
+    let top = (1usize << 40) - SIZE_4K;
+    map(&mut t, 0x1000, top, SIZE_4K, RW);
+    // Above the format's 48 bits, or below a page: refused before any
+    // frame is allocated.
+    for pa_bits in [49, 12, 0] {
+        let frames = live_frames();
+        let r = Table::<Stage2Ipa39>::try_new_with(Stage2Params { vmid: 1, pa_bits });
+        assert!(
+            matches!(
+                r,
+                Err(Error::ParamOutOfRange {
+                    param: "pa_bits",
+                    ..
+                })
+            ),
+            "{pa_bits}"
+        );
+        assert_eq!(live_frames(), frames);
+    }
+    // The default is the format's 48 bits.
+    assert_eq!(Stage2Params::default().pa_bits, 48);
+}
+
+#[test]
 fn vtcr_el2_golden_values() {
-    let (root, p) = (Hpa::from(ROOT), Stage2Params { vmid: 3 });
+    let (root, p) = (
+        Hpa::from(ROOT),
+        Stage2Params {
+            vmid: 3,
+            ..Default::default()
+        },
+    );
     // Common fields: IRGN0 = 01 (bits 9:8) 0x100, ORGN0 = 01 (bits 11:10)
     // 0x400, SH0 = 11 (bits 13:12) 0x3000, TG0 = 00 (4KB, bits 15:14),
     // PS = 0b101 (48 bits, bits 18:16) 0x5_0000, bit 31 RES1 0x8000_0000
@@ -605,12 +697,25 @@ fn vtcr_el2_golden_values() {
     // 39-bit IPA: T0SZ = 64 - 39 = 25 = 0x19, SL0 = 0b01 (start level 1)
     // 0x40 -> 0x8005_3559.
     assert_eq!(Stage2Ipa39::vtcr_el2(root, &p), Ok(0x8005_3559));
-    // Cross-check with the value the prototype ran on QEMU (PS = 0b010,
-    // 40 bits): only PS differs.
-    assert_eq!(
-        (0x8002_3559u64 & !(0b111 << 16)) | (0b101 << 16),
-        0x8005_3559
-    );
+    // A host with a 40-bit PA (ID_AA64MMFR0_EL1.PARange = 0b0010): PS =
+    // 0b010 0x2_0000 -> 0x8002_3559, the value the prototype ran on QEMU.
+    let p40 = Stage2Params {
+        vmid: 3,
+        pa_bits: 40,
+    };
+    assert_eq!(Stage2Ipa39::vtcr_el2(root, &p40), Ok(0x8002_3559));
+    // 44 bits: PS = 0b100 0x4_0000 -> 0x8004_3559 (Cortex-A57).
+    let p44 = Stage2Params {
+        vmid: 3,
+        pa_bits: 44,
+    };
+    assert_eq!(Stage2Ipa39::vtcr_el2(root, &p44), Ok(0x8004_3559));
+    // 41 is no PARange value: no PS encoding, an error rather than a guess.
+    let p41 = Stage2Params {
+        vmid: 3,
+        pa_bits: 41,
+    };
+    assert!(Stage2Ipa39::vtcr_el2(root, &p41).is_err());
     // 40-bit IPA: T0SZ = 24 = 0x18, SL0 = 0b01 -> 0x8005_3558.
     assert_eq!(Stage2Ipa40::vtcr_el2(root, &p), Ok(0x8005_3558));
     // 48-bit IPA: T0SZ = 16 = 0x10, SL0 = 0b10 (start level 0) 0x80
@@ -919,7 +1024,11 @@ fn ipa40_concatenated_root() {
     // frames is 0x8000_2000..0x8000_3fff, so that is the root, and the
     // first table then takes the free frame below it, 0x8000_1000.
     reset(0x8000_1000, DEFAULT_FRAMES);
-    let mut t = Table::<Stage2Ipa40>::try_new_with(Stage2Params { vmid: 3 }).unwrap();
+    let mut t = Table::<Stage2Ipa40>::try_new_with(Stage2Params {
+        vmid: 3,
+        ..Default::default()
+    })
+    .unwrap();
     let root = t.root_paddr().as_usize();
     assert_eq!(root, 0x8000_2000);
     assert_eq!(root % 0x2000, 0);

@@ -135,6 +135,13 @@ pub fn generate(f: &Format) -> TokenStream {
         });
         quote!(&[#(#rules),*])
     });
+    let output_bits_fn = f.output_limit.as_ref().map(|limit| {
+        quote! {
+            fn output_bits(params: &#params_ty) -> u32 {
+                (params.#limit as u32).min(#output_bits)
+            }
+        }
+    });
     let on_map = f.flush.invalidate_on_map.value;
     let covers = f.flush.page_covers_tables.value;
     let page_r = recipe(f, &f.flush.page);
@@ -174,6 +181,8 @@ pub fn generate(f: &Format) -> TokenStream {
             };
             type Entry = #entry;
             type Params = #params_ty;
+
+            #output_bits_fn
 
             fn context(root_pa: u64, params: &#params_ty) -> ::core::result::Result<::npt::flush::Context, ::npt::Error> {
                 Self::__context(root_pa, params)

@@ -57,6 +57,16 @@ pub fn generate(f: &Format) -> TokenStream {
         }
     });
 
+    let output_check = f.output_limit.as_ref().map(|limit| {
+        let max = f.geometry.output_bits.value;
+        let min = f.geometry.granule.value.trailing_zeros() as u64 + 1;
+        let s = limit.to_string();
+        quote! {
+            if params.#limit > #max || params.#limit < #min {
+                return ::core::result::Result::Err(::npt::Error::ParamOutOfRange { param: #s, value: params.#limit, width: #max as u32 });
+            }
+        }
+    });
     let root_pa = Ident::new("root_pa", Span::call_site());
     let mut runtime: Vec<&Ident> = vec![&root_pa];
     runtime.extend(f.params.iter().map(|p| &p.name));
@@ -137,6 +147,7 @@ pub fn generate(f: &Format) -> TokenStream {
 
             fn __context(root_pa: u64, params: &#params_ty) -> ::core::result::Result<::npt::flush::Context, ::npt::Error> {
                 #(#param_checks)*
+                #output_check
                 let root = ::npt::HostPhysAddr::from_usize(root_pa as usize);
                 let mut ctx: ::npt::flush::Context = [0; 4];
                 #(#slot_values)*

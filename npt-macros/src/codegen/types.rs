@@ -206,8 +206,19 @@ pub fn generate(f: &Format) -> TokenStream {
     let param_fields = f.params.iter().map(|p| {
         let d = docs(&p.docs);
         let n = &p.name;
-        let w = format!("At most {} bits wide.", p.width.value);
+        let w = match p.default {
+            Some(d) => format!(
+                "At most {} bits wide; {} by default.",
+                p.width.value, d.value
+            ),
+            None => format!("At most {} bits wide.", p.width.value),
+        };
         quote!(#d #[doc = ""] #[doc = #w] pub #n: u64,)
+    });
+    let param_defaults = f.params.iter().map(|p| {
+        let n = &p.name;
+        let d = p.default.map_or(0, |d| d.value);
+        quote!(#n: #d,)
     });
     let params_doc = format!(
         "Root-register parameters of [`{name}`] (and of the formats sharing its descriptors)."
@@ -226,9 +237,15 @@ pub fn generate(f: &Format) -> TokenStream {
         #(#enums)*
 
         #[doc = #params_doc]
-        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         pub struct #params_ty {
             #(#param_fields)*
+        }
+
+        impl ::core::default::Default for #params_ty {
+            fn default() -> Self {
+                Self { #(#param_defaults)* }
+            }
         }
 
         #[doc = #entry_doc]

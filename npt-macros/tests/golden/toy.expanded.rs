@@ -28,11 +28,16 @@ impl Pbmt {
     }
 }
 ///Root-register parameters of [`Toy`] (and of the formats sharing its descriptors).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ToyParams {
     ///
     ///At most 8 bits wide.
     pub vmid: u64,
+}
+impl ::core::default::Default for ToyParams {
+    fn default() -> Self {
+        Self { vmid: 0u64 }
+    }
 }
 ///A descriptor of the [`Toy`] format: a 64-bit word with typed accessors. `Debug` decodes it into its fields.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]

@@ -126,6 +126,24 @@ enum Exit {
     Other { esr: u64, elr: u64 },
 }
 
+/// The host's physical address size from ID_AA64MMFR0_EL1.PARange (bits
+/// 3:0: 0 32, 1 36, 2 40, 3 42, 4 44, 5 48, 6 52 bits), capped at the 48
+/// bits the stage-2 formats encode: npt sets VTCR_EL2.PS from it and refuses
+/// host addresses beyond it.
+fn host_pa_bits() -> u64 {
+    let mmfr0: u64;
+    // SAFETY: reading an ID register has no side effects.
+    unsafe { asm!("mrs {}, id_aa64mmfr0_el1", out(reg) mmfr0, options(nomem, nostack)) };
+    match mmfr0 & 0xf {
+        0 => 32,
+        1 => 36,
+        2 => 40,
+        3 => 42,
+        4 => 44,
+        _ => 48,
+    }
+}
+
 /// The guest-physical address of the guest code page.
 const G_CODE: u64 = 0x8000_0000;
 
@@ -294,7 +312,10 @@ extern "C" fn hv_main() -> ! {
 
 fn stage2_ipa39(rep: &mut Report) {
     let mut t = ok(
-        NestedTable::<Stage2Ipa39, Frames>::try_new_with(Stage2Params { vmid: 1 }),
+        NestedTable::<Stage2Ipa39, Frames>::try_new_with(Stage2Params {
+            vmid: 1,
+            pa_bits: host_pa_bits(),
+        }),
         "a Stage2Ipa39 table",
     );
     let vtcr = ok(
@@ -302,7 +323,10 @@ fn stage2_ipa39(rep: &mut Report) {
         "VTCR_EL2",
     );
     let vttbr = t.root_register();
-    println!("Stage2Ipa39: VTTBR_EL2={vttbr:#x} VTCR_EL2={vtcr:#x}");
+    println!(
+        "Stage2Ipa39: PARange {} bits, VTTBR_EL2={vttbr:#x} VTCR_EL2={vtcr:#x}",
+        host_pa_bits()
+    );
 
     // The table is not live yet: nothing to invalidate.
     let code = code_hpa();
@@ -695,7 +719,10 @@ fn remap_context(rep: &mut Report, t: &mut NestedTable<Stage2Ipa39, Frames>) {
 ///    VTTBR_EL2 as it was.
 fn stage2_ipa40(rep: &mut Report) {
     let mut t = ok(
-        NestedTable::<Stage2Ipa40, Frames>::try_new_with(Stage2Params { vmid: 2 }),
+        NestedTable::<Stage2Ipa40, Frames>::try_new_with(Stage2Params {
+            vmid: 2,
+            pa_bits: host_pa_bits(),
+        }),
         "a Stage2Ipa40 table",
     );
     let vtcr = ok(
@@ -766,7 +793,10 @@ fn stage2_ipa40(rep: &mut Report) {
     // Flushing a table that is not current: npt switches VTTBR_EL2 to it
     // for the TLBIs and puts this table's value back.
     let mut other = ok(
-        NestedTable::<Stage2Ipa39, Frames>::try_new_with(Stage2Params { vmid: 3 }),
+        NestedTable::<Stage2Ipa39, Frames>::try_new_with(Stage2Params {
+            vmid: 3,
+            pa_bits: host_pa_bits(),
+        }),
         "a second table",
     );
     ok(
