@@ -176,6 +176,15 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         self.ctx[0]
     }
 
+    /// A batch that invalidates everything cached for this table's context
+    /// (EPTP, VMID, ASID): before reusing the VMID for another table, or
+    /// before dropping a table hardware has walked (drop frees every frame).
+    pub fn invalidate_context(&mut self) -> TlbFlush<F> {
+        let mut tf = self.batch();
+        tf.add_context();
+        tf
+    }
+
     /// The output (host-physical) address width this table accepts.
     pub fn output_bits(&self) -> u32 {
         self.output_bits
@@ -644,6 +653,9 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
     }
 }
 
+/// Frees every table frame. Hardware must no longer walk the table, and its
+/// context must have been invalidated ([`NestedTable::invalidate_context`]),
+/// or walk caches could still point at the freed frames.
 impl<F: Format, H: PagingHandler> Drop for NestedTable<F, H> {
     fn drop(&mut self) {
         let lay = layout::<F>();

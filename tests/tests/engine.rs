@@ -11,8 +11,8 @@ use npt::size::{SIZE_1G, SIZE_2M, SIZE_4K};
 use npt::x86_64::Ept4;
 use npt::{Error, Format, Leaf, MappingFlags as MF, TlbFlush, Translation};
 use npt_tests::{
-    fresh, gpa, hpa, leaves, live_frames, record, reset, set_budget, Table, DEFAULT_BASE,
-    DEFAULT_FRAMES, R, RW, RWX, RX,
+    fresh, fresh_with, gpa, hpa, leaves, live_frames, record, reset, set_budget, Table,
+    DEFAULT_BASE, DEFAULT_FRAMES, R, RW, RWX, RX,
 };
 use std::collections::BTreeMap;
 
@@ -975,4 +975,21 @@ fn random_ops_match_model_sv39x4() {
         RW | MF::UNCACHED,
     ];
     model_test::<Sv39x4>(0x2545_F491_4F6C_DD1D, &legal, BOTH_MEMTYPES_ILLEGAL);
+}
+
+#[test]
+fn invalidate_context_asks_for_the_context_recipe() {
+    let mut t = fresh_with::<Stage2Ipa39>(npt::aarch64::Stage2Params {
+        vmid: 5,
+        ..Default::default()
+    });
+    let tf = t.invalidate_context();
+    assert_eq!(tf.scope(), Scope::Context);
+    let instrs: Vec<npt::flush::Instr> = record(tf, t.root_register())
+        .instrs()
+        .iter()
+        .map(|i| i.instr)
+        .collect();
+    use npt::flush::Instr::*;
+    assert_eq!(instrs, [DsbIshst, TlbiVmalls12e1is, DsbIsh, Isb]);
 }
