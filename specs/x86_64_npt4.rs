@@ -18,6 +18,10 @@
     /// AMD nested paging with a 4-level walk: 48-bit guest-physical
     /// addresses, leaves of 4 KiB, 2 MiB and 1 GiB.
     ///
+    /// Mappings without EXECUTE set NX (bit 63), which is a reserved bit
+    /// unless the host's EFER.NXE is set at VMRUN: without it every walk
+    /// through such an entry faults (#NPF, reserved bit).
+    ///
     /// Invalidation is not an instruction the host runs: the recipes ask for
     /// VMCB.TLB_CONTROL at the next VMRUN, which
     /// [`npt::instr::SvmTlbControl`](crate::instr::SvmTlbControl) collects.

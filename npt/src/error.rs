@@ -187,4 +187,28 @@ impl fmt::Display for FlushError {
     }
 }
 
+impl PartialEq for FlushError {
+    fn eq(&self, other: &Self) -> bool {
+        use FlushError::*;
+        match (self, other) {
+            (ForeignInstruction(a), ForeignInstruction(b)) => a == b,
+            (Unsupported(a), Unsupported(b)) => a == b,
+            (NeedsVmcb(a), NeedsVmcb(b)) => a == b,
+            (ForeignRegister(a), ForeignRegister(b)) => a == b,
+            #[cfg(all(target_arch = "x86_64", target_os = "none"))]
+            (VmFail(a), VmFail(b)) => matches!(
+                (a, b),
+                (x86::vmx::VmFail::VmFailValid, x86::vmx::VmFail::VmFailValid)
+                    | (
+                        x86::vmx::VmFail::VmFailInvalid,
+                        x86::vmx::VmFail::VmFailInvalid
+                    )
+            ),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for FlushError {}
+
 impl core::error::Error for FlushError {}

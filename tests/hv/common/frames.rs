@@ -3,10 +3,12 @@
 //! root, 8 KiB for a Stage2Ipa40 root). The MMU is off where the
 //! hypervisor runs (EL2, M-mode), so physical addresses are used as they
 //! are (identity `phys_to_virt`).
+//! On x86_64 the hypervisor runs in long mode on its own identity map of
+//! 0..4 GiB, which keeps `phys_to_virt` the identity there too.
 
 use core::cell::UnsafeCell;
-use npt::{PhysAddr, VirtAddr};
 use npt::PagingHandler;
+use npt::{PhysAddr, VirtAddr};
 
 /// Frames in the pool.
 pub const POOL_FRAMES: usize = 64;

@@ -58,7 +58,7 @@ impl Report {
 }
 
 /// Volatile access to host-physical memory (the MMU is off: identity, and
-/// aligned 64-bit accesses only).
+/// aligned 64-bit accesses only; on x86_64, an identity map).
 pub fn rd(pa: usize) -> u64 {
     // SAFETY: callers pass aligned addresses in host RAM the tests own.
     unsafe { (pa as *const u64).read_volatile() }
