@@ -117,16 +117,13 @@ fn check_entry_overlaps(f: &Format, errs: &mut Errors) {
         items.push(("the output address".to_string(), a.mask(), a.span));
     }
     for (i, (name, mask, span)) in items.iter().enumerate() {
-        if let Some((first, _, fspan)) = items[..i].iter().find(|(_, m, _)| m & mask != 0) {
+        if let Some((first, first_mask, fspan)) = items[..i].iter().find(|(_, m, _)| m & mask != 0)
+        {
             errs.conflict(
                 *span,
                 format!(
                     "{name} overlaps {first} (shared bits {:#x}); give each its own bits",
-                    mask & items
-                        .iter()
-                        .find(|(n, _, _)| n == first)
-                        .map(|x| x.1)
-                        .unwrap_or(0)
+                    mask & first_mask
                 ),
                 *fspan,
                 format!("{first} defined here"),

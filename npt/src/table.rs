@@ -265,7 +265,9 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
     // -- map -----------------------------------------------------------
 
     /// Maps one page of `size` bytes (a leaf size of the format) at `gpa` to
-    /// `hpa`.
+    /// `hpa`. A huge page is refused with `AlreadyMapped` where a table
+    /// holds the slot (npt does not replace tables by blocks, which would
+    /// need break-before-make).
     pub fn map(
         &mut self,
         gpa: GuestPhysAddr,
@@ -385,7 +387,12 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
             // a block: replacing a table entry with a block needs
             // break-before-make on Arm, which a table edit cannot do alone.
             let is_table = matches!(decoded, Decoded::Table(_));
-            if Self::leaf_fits(job, lvl, cur, chunk_end) && !is_table {
+            let fits = Self::leaf_fits(job, lvl, cur, chunk_end);
+            if fits && is_table && job.level == Some(lvl) {
+                // A single huge page was asked for where a table is.
+                return Err(Error::AlreadyMapped { gpa: cur.into() });
+            }
+            if fits && !is_table {
                 match (pass, decoded) {
                     (Pass::Prepare, Decoded::Invalid) => {}
                     (Pass::Prepare, _) => return Err(Error::AlreadyMapped { gpa: cur.into() }),

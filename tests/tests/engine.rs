@@ -993,3 +993,19 @@ fn invalidate_context_asks_for_the_context_recipe() {
     use npt::flush::Instr::*;
     assert_eq!(instrs, [DsbIshst, TlbiVmalls12e1is, DsbIsh, Isb]);
 }
+
+#[test]
+fn a_huge_page_where_a_table_is_is_already_mapped() {
+    let mut t = fresh::<Ept4>();
+    map_ok(&mut t, 0x20_1000, 0x5000, SIZE_4K, RW, false);
+    let before = leaves(&t);
+    // The 2M slot at 0x20_0000 holds a page table (with a leaf at
+    // 0x20_1000, not at 0x20_0000 itself).
+    assert_eq!(
+        err(t.map(gpa(0x20_0000), hpa(0x4000_0000), SIZE_2M, RW)),
+        Error::AlreadyMapped {
+            gpa: gpa(0x20_0000)
+        }
+    );
+    assert_eq!(leaves(&t), before);
+}

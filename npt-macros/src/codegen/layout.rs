@@ -3,10 +3,10 @@
 
 use super::hex;
 use super::registers::slots;
-use crate::encode::{governed_bits, row_bits};
+use crate::encode::row_bits;
 use crate::model::{Format, Kind, Operand, Pred, Recipe};
 use crate::vocab;
-use proc_macro2::{Ident, Span, TokenStream};
+use proc_macro2::{Ident, TokenStream};
 use quote::quote;
 
 fn pred(f: &Format, p: &Pred) -> TokenStream {
@@ -127,7 +127,6 @@ pub fn generate(f: &Format) -> TokenStream {
     let attr_mask = hex(attr_mask_value);
     let decode = f.permissions.mappings.iter().map(|m| {
         let mask = hex(f.mapping_mask(m).unwrap_or(0));
-        let _ = governed_bits(m);
         let rules = m.rows.iter().filter_map(|r| {
             let value = hex(f.assigns_bits(&r.assigns)?.1);
             let flags = row_bits(&r.flags);
@@ -147,7 +146,6 @@ pub fn generate(f: &Format) -> TokenStream {
     let page_r = recipe(f, &f.flush.page);
     let context_r = recipe(f, &f.flush.context);
     let all_r = recipe(f, &f.flush.all);
-    let _ = Span::call_site();
 
     quote! {
         impl ::npt::Format for #name {
