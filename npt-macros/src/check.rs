@@ -592,21 +592,53 @@ fn check_legal_combos_are_leaves(f: &Format, errs: &mut Errors) {
                 errs.error(
                     r.name.span(),
                     format!(
-                        "{} is not refused, but its {kname} entry ({raw:#x}) is this reserved encoding ({}); add a `forbid` for it under `permissions`",
+                        "the combination {} is not refused, but its {kname} entry ({raw:#x}) is this reserved encoding ({}); refuse it under `permissions` with {}",
                         combo_name(combo),
-                        r.reason.value()
+                        r.reason.value(),
+                        forbid_suggestion(f, combo)
                     ),
                 );
                 return;
             }
             if let Some((present, is)) = ok {
                 if !present || !is || table {
-                    errs.error(f.permissions.mappings.first().map(|m| m.span).unwrap_or(f.name.span()), format!("{} is not refused, but its {kname} entry ({raw:#x}) is not a present leaf; add a `forbid` for it", combo_name(combo)));
+                    let what = if !present {
+                        "`present` does not hold for it"
+                    } else if table {
+                        "`table.is` holds for it, so walks would read it as a table pointer"
+                    } else {
+                        "its kind's `is` does not hold for it"
+                    };
+                    errs.error(
+                        k.span,
+                        format!(
+                            "the combination {} is not refused, but its {kname} entry ({raw:#x}) is not a present leaf ({what}); refuse it under `permissions` with {}",
+                            combo_name(combo),
+                            forbid_suggestion(f, combo)
+                        ),
+                    );
                     return;
                 }
             }
         }
     }
+}
+
+/// `forbid NAME { flags = [...]; ... }` naming exactly `combo` (absent
+/// flags negated), for error messages.
+fn forbid_suggestion(f: &Format, combo: usize) -> String {
+    let flags: Vec<String> = MFlag::ALL
+        .iter()
+        .filter(|m| f.ignored_bits() & m.bit() == 0)
+        .map(|m| {
+            let bang = if combo & m.bit() == 0 { "!" } else { "" };
+            format!("{bang}{}", m.name())
+        })
+        .collect();
+    format!(
+        "`forbid NAME {{ flags = [{}]; reason = \"...\"; }}`",
+        flags.join(", ")
+    )
 }
 
 fn check_params(f: &Format, errs: &mut Errors) {

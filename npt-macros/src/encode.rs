@@ -130,16 +130,12 @@ pub fn row_bits(flags: &[crate::model::Spanned<MFlag>]) -> usize {
     flags.iter().fold(0, |acc, f| acc | f.value.bit())
 }
 
-/// Human-readable list of the flags in a combination.
+/// A combination as a list, `[READ, WRITE]` (`[]` for none).
 pub fn combo_name(combo: usize) -> String {
     let names: Vec<&str> = MFlag::ALL
         .iter()
         .filter(|f| combo & f.bit() != 0)
         .map(|f| f.name())
         .collect();
-    if names.is_empty() {
-        "no flags".to_string()
-    } else {
-        names.join(" | ")
-    }
+    format!("[{}]", names.join(", "))
 }

@@ -272,7 +272,6 @@ pub struct Permissions {
 pub struct Mapping {
     pub governs: Vec<Spanned<MFlag>>,
     pub rows: Vec<Row>,
-    pub span: Span,
 }
 
 #[derive(Clone)]
@@ -1265,7 +1264,6 @@ fn mapping(node: &Node, errs: &mut Errors) -> Option<Mapping> {
                         span: first_span(v),
                     },
                 ],
-                span,
             })
         }
         Body::Block(nodes, _) => {
@@ -1299,11 +1297,7 @@ fn mapping(node: &Node, errs: &mut Errors) -> Option<Mapping> {
                     span: n.span(),
                 });
             }
-            Some(Mapping {
-                governs,
-                rows,
-                span,
-            })
+            Some(Mapping { governs, rows })
         }
         Body::Empty => {
             errs.error(
