@@ -193,6 +193,10 @@
             table { is = all(TABLE); set = [VALID, TABLE]; }
             block { is = none(TABLE); set = [VALID, AF]; }
             page { is = all(TABLE); set = [VALID, TABLE, AF]; }
+            // Arm ARM D8.16.1 (break-before-make): changing the memory type,
+            // cacheability or shareability of a live entry needs an invalid
+            // entry and a TLBI in between.
+            break_before_make = [memattr, sh];
             reserved access_flag_clear {
                 when = [none(AF)];
                 reason = "a leaf with AF = 0 takes an Access flag fault on first use unless hardware AF management is enabled (D8.5)";

@@ -404,6 +404,14 @@ fn check_assign(f: &Format, a: &Assign, errs: &mut Errors) {
 fn check_descriptor_names(f: &Format, errs: &mut Errors) {
     let d = &f.descriptors;
     check_pred(f, &d.present, errs);
+    for name in &d.break_before_make {
+        if f.name_mask(&name.to_string()).is_none() {
+            errs.error(
+                name.span(),
+                format!("`{name}` is neither a flag nor a field of this format"),
+            );
+        }
+    }
     for r in &d.reserved {
         for p in &r.when {
             check_pred(f, p, errs);

@@ -54,6 +54,17 @@ impl Format {
         Some((mask, value))
     }
 
+    /// The bits of a flag or field, by name.
+    pub fn name_mask(&self, name: &str) -> Option<u64> {
+        if let Some(bit) = self.flag_bit(name).filter(|b| *b < 64) {
+            return Some(1 << bit);
+        }
+        self.fields
+            .iter()
+            .find(|f| f.name == name && f.bits.lo <= f.bits.hi && f.bits.hi < 64)
+            .map(|f| f.bits.mask())
+    }
+
     /// The mask a predicate tests.
     pub fn pred_mask(&self, p: &Pred) -> Option<u64> {
         let names = match p {

@@ -165,6 +165,9 @@ pub struct Descriptors {
     pub block: Option<Kind>,
     pub page: Kind,
     pub reserved: Vec<Reserved>,
+    /// Flags and fields of a live leaf that may change only by
+    /// break-before-make.
+    pub break_before_make: Vec<Ident>,
 }
 
 /// A reserved leaf encoding: every predicate holds.
@@ -1160,8 +1163,34 @@ fn descriptors(node: &Node, errs: &mut Errors) -> Option<Descriptors> {
         .into_iter()
         .filter_map(|n| reserved(n, errs))
         .collect();
+    let break_before_make = match b.one("break_before_make", errs) {
+        Some(n) => value_of(n, errs, "[memattr, sh]")
+            .and_then(|v| list_items(v, errs, "break_before_make"))
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|i| match single_token(i) {
+                        Some(TokenTree::Ident(id)) => Some(id),
+                        _ => {
+                            errs.error(first_span(i), "expected a flag or field name");
+                            None
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
     b.finish(
-        &["cite", "present", "table", "block", "page", "reserved"],
+        &[
+            "cite",
+            "present",
+            "table",
+            "block",
+            "page",
+            "reserved",
+            "break_before_make",
+        ],
         errs,
     );
     let block = match block {
@@ -1175,6 +1204,7 @@ fn descriptors(node: &Node, errs: &mut Errors) -> Option<Descriptors> {
         block,
         page: page?,
         reserved,
+        break_before_make,
     })
 }
 

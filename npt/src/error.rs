@@ -70,6 +70,15 @@ pub enum Error {
         /// Its size.
         size: usize,
     },
+    /// The change may only be made by break-before-make on this format (Arm
+    /// stage 2: memory type or shareability of a live leaf): unmap, flush
+    /// the invalidation, then map with the new flags.
+    BreakBeforeMake {
+        /// The base of the leaf.
+        gpa: GuestPhysAddr,
+        /// Its size.
+        size: usize,
+    },
     /// The format cannot encode this combination of flags.
     IllegalFlags {
         /// The flags asked for.
@@ -130,6 +139,7 @@ impl fmt::Display for Error {
                 f,
                 "the operation covers only part of the {size:#x}-byte huge page at {gpa:?}"
             ),
+            Error::BreakBeforeMake { gpa, size } => write!(f, "changing the {size:#x}-byte leaf at {gpa:?} needs break-before-make: unmap, flush, map"),
             Error::IllegalFlags { flags, reason } => {
                 write!(f, "flags {flags:?} cannot be mapped: {reason}")
             }

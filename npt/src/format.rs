@@ -196,6 +196,8 @@ pub struct Layout {
     pub leaf_attrs: [Result<u64, Illegal>; 64],
     /// Every bit a permission or memory-type mapping may set.
     pub attr_mask: u64,
+    /// Bits of a live leaf that may change only by break-before-make.
+    pub bbm_mask: u64,
     /// Rules that read `MappingFlags` back, grouped per mapping.
     pub decode: &'static [&'static [DecodeRule]],
 }
@@ -350,5 +352,6 @@ pub const STUB_LAYOUT: Layout = Layout {
     ignored: 0,
     leaf_attrs: [Err(Illegal { reason: "" }); 64],
     attr_mask: 0,
+    bbm_mask: 0,
     decode: &[],
 };

@@ -436,7 +436,16 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
 
     /// Fails unless every address in `start..end` is mapped by a leaf lying
     /// wholly inside the range.
-    fn check_mapped(&self, table: u64, lvl: usize, start: usize, end: usize) -> Result<(), Error> {
+    /// With `attrs`, also fails where rewriting a leaf with them would
+    /// change bits the format may only change by break-before-make.
+    fn check_mapped(
+        &self,
+        table: u64,
+        lvl: usize,
+        start: usize,
+        end: usize,
+        attrs: Option<u64>,
+    ) -> Result<(), Error> {
         let lay = layout::<F>();
         let l = &lay.geometry.levels[lvl];
         let span = l.span();
@@ -444,17 +453,27 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         while cur < end {
             let base = cur - cur % span;
             let chunk_end = base.saturating_add(span).min(end);
-            match lay.decode(Self::read(table, l.index(cur)), lvl) {
+            let raw = Self::read(table, l.index(cur));
+            match lay.decode(raw, lvl) {
                 Decoded::Invalid | Decoded::Reserved => {
                     return Err(Error::NotMapped { gpa: cur.into() })
                 }
-                Decoded::Table(next) => self.check_mapped(next, lvl + 1, cur, chunk_end)?,
+                Decoded::Table(next) => self.check_mapped(next, lvl + 1, cur, chunk_end, attrs)?,
                 Decoded::Leaf(_) => {
                     if cur != base || chunk_end - cur != span {
                         return Err(Error::SplitsHugePage {
                             gpa: base.into(),
                             size: span,
                         });
+                    }
+                    if let Some(a) = attrs {
+                        let new = (raw & !lay.attr_mask) | a;
+                        if (raw ^ new) & lay.bbm_mask != 0 {
+                            return Err(Error::BreakBeforeMake {
+                                gpa: base.into(),
+                                size: span,
+                            });
+                        }
                     }
                 }
             }
@@ -485,7 +504,7 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         let start = gpa.as_usize();
         Self::check_size(size)?;
         Self::check_gpa(start, size, granule)?;
-        self.check_mapped(self.root, 0, start, start + size)?;
+        self.check_mapped(self.root, 0, start, start + size, None)?;
         let mut tf = self.batch();
         self.rewrite_rec(self.root, 0, start, start + size, None, &mut tf);
         Ok(tf)
@@ -502,7 +521,10 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
     }
 
     /// Changes the flags of every leaf in `size` bytes at `gpa`; every page
-    /// must be mapped and no huge page may straddle the range's ends.
+    /// must be mapped and no huge page may straddle the range's ends. Where
+    /// the format needs break-before-make for a change (Arm: memory type,
+    /// shareability), it is refused with `Error::BreakBeforeMake`: unmap,
+    /// flush, then map again.
     pub fn protect_region(
         &mut self,
         gpa: GuestPhysAddr,
@@ -514,7 +536,7 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         Self::check_size(size)?;
         Self::check_gpa(start, size, granule)?;
         let attrs = layout::<F>().attrs(flags)?;
-        self.check_mapped(self.root, 0, start, start + size)?;
+        self.check_mapped(self.root, 0, start, start + size, Some(attrs))?;
         let mut tf = self.batch();
         self.rewrite_rec(self.root, 0, start, start + size, Some(attrs), &mut tf);
         Ok(tf)

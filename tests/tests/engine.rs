@@ -770,12 +770,15 @@ fn illegal_flags(flags: MF) -> Error {
 }
 
 /// The first offence an unmap or protect of `gpa..gpa + size` meets in
-/// address order: an unmapped page, or a leaf straddling an end.
+/// address order: an unmapped page, a leaf straddling an end, or (a protect
+/// to `bbm_flags` on a format needing break-before-make for memory-type
+/// changes) a leaf whose memory type would change.
 fn predict_rewrite(
     model: &Model,
     leaves: &BTreeMap<usize, Leaf>,
     gpa: usize,
     size: usize,
+    bbm_flags: Option<MF>,
 ) -> Result<(), Error> {
     let end = gpa + size;
     for p in (gpa..end).step_by(SIZE_4K) {
@@ -791,6 +794,15 @@ fn predict_rewrite(
                 size: lsize,
             });
         }
+        let memtype = MF::DEVICE | MF::UNCACHED;
+        if let Some(new) = bbm_flags {
+            if model[&p].1 & memtype != new & memtype {
+                return Err(Error::BreakBeforeMake {
+                    gpa: base.into(),
+                    size: lsize,
+                });
+            }
+        }
     }
     Ok(())
 }
@@ -800,6 +812,7 @@ fn predict(
     model: &Model,
     leaves: &BTreeMap<usize, Leaf>,
     illegal: MF,
+    bbm: bool,
 ) -> Result<(), Error> {
     match *op {
         Op::Map {
@@ -813,12 +826,12 @@ fn predict(
                 None => Ok(()),
             }
         }
-        Op::Unmap { gpa, size } => predict_rewrite(model, leaves, gpa, size),
+        Op::Unmap { gpa, size } => predict_rewrite(model, leaves, gpa, size, None),
         Op::Protect { gpa, size, flags } => {
             if flags == illegal {
                 return Err(illegal_flags(flags));
             }
-            predict_rewrite(model, leaves, gpa, size)
+            predict_rewrite(model, leaves, gpa, size, bbm.then_some(flags))
         }
     }
 }
@@ -905,7 +918,7 @@ fn model_test<F: Format>(seed: u64, legal: &[MF], illegal: MF) -> Stats {
         let list = leaves(&t);
         let by_gpa: BTreeMap<usize, Leaf> = list.iter().map(|l| (l.gpa.as_usize(), *l)).collect();
         let op = gen_op(&mut rng, &list, legal, illegal);
-        let want = predict(&op, &model, &by_gpa, illegal);
+        let want = predict(&op, &model, &by_gpa, illegal, F::LAYOUT.bbm_mask != 0);
         let got = apply(&mut t, &op);
         assert_eq!(got, want, "{}: step {step}: {op:x?}", F::NAME);
         match (got, op) {
@@ -1008,4 +1021,20 @@ fn a_huge_page_where_a_table_is_is_already_mapped() {
         }
     );
     assert_eq!(leaves(&t), before);
+}
+
+#[test]
+fn ept_and_sv39x4_change_memory_types_in_place() {
+    // Neither manual asks for break-before-make: the invalidation suffices.
+    let mut t = fresh::<Ept4>();
+    map_ok(&mut t, 0x1000, 0x5000, SIZE_4K, RW, false);
+    t.protect(gpa(0x1000), RW | MF::DEVICE).unwrap().ignore();
+    assert_eq!(t.query(gpa(0x1000)).unwrap().flags, RW | MF::DEVICE);
+    drop(t);
+    let mut t = fresh::<Sv39x4>();
+    t.map(gpa(0x1000), hpa(0x5000), SIZE_4K, RW)
+        .unwrap()
+        .ignore();
+    t.protect(gpa(0x1000), RW | MF::UNCACHED).unwrap().ignore();
+    assert_eq!(t.query(gpa(0x1000)).unwrap().flags, RW | MF::UNCACHED);
 }

@@ -1065,3 +1065,35 @@ fn ipa40_concatenated_root() {
     drop(t);
     assert_eq!(live_frames(), 0);
 }
+
+#[test]
+fn memory_type_changes_need_break_before_make() {
+    // D8.16.1: a live leaf's memory type or shareability changes only
+    // through an invalid entry and a TLBI; npt refuses it in place.
+    let mut t = fresh::<Stage2Ipa39>();
+    map(&mut t, 0x1000, 0x5000, SIZE_4K, RW);
+    let before = snapshot(&t);
+    assert_eq!(
+        t.protect(Gpa::from(0x1000), RW | MF::DEVICE).unwrap_err(),
+        Error::BreakBeforeMake {
+            gpa: Gpa::from(0x1000),
+            size: SIZE_4K
+        }
+    );
+    assert_eq!(
+        t.protect(Gpa::from(0x1000), RW | MF::UNCACHED).unwrap_err(),
+        Error::BreakBeforeMake {
+            gpa: Gpa::from(0x1000),
+            size: SIZE_4K
+        }
+    );
+    assert_eq!(snapshot(&t), before);
+    // Permissions alone change in place: S2AP RW -> RO, bit 7 cleared.
+    t.protect(Gpa::from(0x1000), MF::READ).unwrap().ignore();
+    assert_eq!(raw_leaf(&t, 0x1000) & 0xc0, 0x40);
+    // The sanctioned way: unmap, flush, map with the new type.
+    t.unmap(Gpa::from(0x1000)).unwrap().1.ignore();
+    map(&mut t, 0x1000, 0x5000, SIZE_4K, RW | MF::DEVICE);
+    // MemAttr 0b0001 (Device-nGnRE) in bits 5:2.
+    assert_eq!(raw_leaf(&t, 0x1000) & 0x3c, 0x04);
+}

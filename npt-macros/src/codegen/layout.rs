@@ -125,6 +125,12 @@ pub fn generate(f: &Format) -> TokenStream {
         .filter_map(|m| f.mapping_mask(m))
         .fold(0u64, |a, b| a | b);
     let attr_mask = hex(attr_mask_value);
+    let bbm_mask = hex(f
+        .descriptors
+        .break_before_make
+        .iter()
+        .filter_map(|n| f.name_mask(&n.to_string()))
+        .fold(0, |a, b| a | b));
     let decode = f.permissions.mappings.iter().map(|m| {
         let mask = hex(f.mapping_mask(m).unwrap_or(0));
         let rules = m.rows.iter().filter_map(|r| {
@@ -168,6 +174,7 @@ pub fn generate(f: &Format) -> TokenStream {
                 ignored: #ignored,
                 leaf_attrs: [#(#leaf_attrs),*],
                 attr_mask: #attr_mask,
+                bbm_mask: #bbm_mask,
                 decode: &[#(#decode),*],
             };
             const FLUSH: ::npt::flush::FlushSpec = ::npt::flush::FlushSpec {
