@@ -340,9 +340,21 @@ fn check_permissions<F: Format<Params = Stage2Params>>() {
         map(&mut t, gpa, 0xabcd_e000, SIZE_4K, *flags);
         assert_eq!(raw_leaf(&t, gpa), *raw, "{flags:?}");
     }
-    // protect rewrites the same bits: every row, in turn, on one page.
+    // protect rewrites the same bits: every row, in turn, on one page. A
+    // change of memory type needs break-before-make (D8.16.1), so across
+    // memory types the page is unmapped and mapped again instead.
+    let memtype = MF::DEVICE | MF::UNCACHED;
+    let mut current = table[0].0;
     for (flags, raw) in table {
-        t.protect(Gpa::from(SIZE_4K), flags).unwrap().ignore();
+        if flags & memtype == current & memtype {
+            t.protect(Gpa::from(SIZE_4K), flags).unwrap().ignore();
+        } else {
+            let err = t.protect(Gpa::from(SIZE_4K), flags).unwrap_err();
+            assert!(matches!(err, Error::BreakBeforeMake { .. }), "{flags:?}");
+            t.unmap(Gpa::from(SIZE_4K)).unwrap().1.ignore();
+            map(&mut t, SIZE_4K, 0xabcd_e000, SIZE_4K, flags);
+        }
+        current = flags;
         assert_eq!(raw_leaf(&t, SIZE_4K), raw, "{flags:?}");
     }
 }
