@@ -282,6 +282,16 @@
             // cached entries from every level of the walk for the IPA, so
             // an unlinked table is invalidated by its base IPA.
             page_covers_tables = true;
+            // One TLBI IPAS2E1IS per page up to 512 pages (one level-3
+            // table), then TLBI VMALLS12E1IS: the threshold Linux uses for
+            // ranges of broadcast TLBIs (arch/arm64 __flush_tlb_range,
+            // MAX_DVM_OPS = PTRS_PER_PTE).
+            page_limit = 512;
+            // Arm ARM D8.16.1 "Using break-before-make when updating
+            // translation table entries": changing a block into a table of
+            // smaller entries is a change of block size and needs
+            // break-before-make (unless FEAT_BBM level 2, not assumed).
+            split_break_before_make = true;
             page {
                 current = VTTBR_EL2;
                 before = [dsb_ishst];

@@ -141,6 +141,13 @@
             // HFENCE.GVMA with rs1 != x0 invalidates leaf entries only:
             // unlinking a table needs rs1 = x0.
             page_covers_tables = false;
+            // One HFENCE.GVMA per page up to 64 pages, then one for the
+            // whole VMID: Linux's riscv tlb_flush_all_threshold (64).
+            page_limit = 64;
+            // Privileged spec, "Supervisor Memory-Management Fence
+            // Instruction": a PTE may be changed in place and fenced after;
+            // a superpage replaced by a table is fenced by its address.
+            split_break_before_make = false;
             page { each = [hfence_gvma(gpa >> 2, vmid)]; }
             context { after = [hfence_gvma(0, vmid)]; }
             all { after = [hfence_gvma(0, 0)]; }

@@ -162,6 +162,16 @@
             // INVEPT single-context drops all EPT-derived information,
             // paging-structure caches included.
             page_covers_tables = true;
+            // INVEPT has no per-address form: the page recipe is one
+            // single-context INVEPT however many pages changed, so the
+            // limit only bounds what a batch lists.
+            page_limit = 512;
+            // Replacing a 2-MByte or 1-GByte leaf by a table of smaller
+            // leaves that map the same frames with the same attributes is
+            // done in place and invalidated afterwards (SDM §29.4.3.4
+            // "Guidelines for Use of the INVEPT Instruction"; Linux KVM's
+            // TDP MMU splits huge pages this way).
+            split_break_before_make = false;
             page { after = [invept_single_context(EPTP)]; }
             context { after = [invept_single_context(EPTP)]; }
             all { after = [invept_all_context]; }

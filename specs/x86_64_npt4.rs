@@ -131,6 +131,13 @@
             // A flush by ASID drops every cached nested translation and
             // paging-structure entry of the guest.
             page_covers_tables = true;
+            // TLB_CONTROL has no per-address form: one flush by ASID
+            // however many pages changed.
+            page_limit = 512;
+            // Splitting a large page in place, then flushing the ASID, as
+            // for host paging (APM Vol. 2 §5.5.3 "TLB Management": the
+            // TLB may hold either size until the flush).
+            split_break_before_make = false;
             page { after = [svm_tlb_flush_asid(asid)]; }
             context { after = [svm_tlb_flush_asid(asid)]; }
             all { after = [svm_tlb_flush_all]; }

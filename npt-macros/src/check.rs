@@ -777,6 +777,18 @@ fn check_flush(f: &Format, errs: &mut Errors) {
     ] {
         check_recipe(f, scope, r, errs);
     }
+    if let Some(limit) = &f.flush.page_limit {
+        if limit.value == 0 || limit.value > 1 << 20 {
+            errs.error(
+                limit.span,
+                format!(
+                    "`page_limit = {}` is out of range: give the number of pages (1 to 1048576) a batch \
+                     invalidates one by one before it invalidates the whole context, e.g. `page_limit = 512;`",
+                    limit.value
+                ),
+            );
+        }
+    }
 }
 
 fn check_recipe(f: &Format, scope: &str, r: &Recipe, errs: &mut Errors) {

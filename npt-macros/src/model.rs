@@ -325,6 +325,12 @@ pub struct Flush {
     pub cite: Option<LitStr>,
     pub invalidate_on_map: Spanned<bool>,
     pub page_covers_tables: Spanned<bool>,
+    /// Pages a batch invalidates one by one before it invalidates the
+    /// whole context instead.
+    pub page_limit: Option<Spanned<u64>>,
+    /// Whether replacing a block by a table of smaller leaves needs
+    /// break-before-make (absent: it does, the safe answer).
+    pub split_break_before_make: Option<Spanned<bool>>,
     pub page: Recipe,
     pub context: Recipe,
     pub all: Recipe,
@@ -1437,6 +1443,10 @@ fn flush(node: &Node, errs: &mut Errors) -> Option<Flush> {
     let covers = b
         .required("page_covers_tables", "page_covers_tables = false;", errs)
         .and_then(|n| bool_value(n, errs));
+    let page_limit = b.one("page_limit", errs).and_then(|n| int_value(n, errs));
+    let split_bbm = b
+        .one("split_break_before_make", errs)
+        .and_then(|n| bool_value(n, errs));
     let page = b
         .required(
             "page",
@@ -1455,6 +1465,8 @@ fn flush(node: &Node, errs: &mut Errors) -> Option<Flush> {
             "cite",
             "invalidate_on_map",
             "page_covers_tables",
+            "page_limit",
+            "split_break_before_make",
             "page",
             "context",
             "all",
@@ -1465,6 +1477,8 @@ fn flush(node: &Node, errs: &mut Errors) -> Option<Flush> {
         cite,
         invalidate_on_map: on_map?,
         page_covers_tables: covers?,
+        page_limit,
+        split_break_before_make: split_bbm,
         page: page?,
         context: context?,
         all: all?,

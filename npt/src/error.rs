@@ -62,8 +62,9 @@ pub enum Error {
         /// The first unmapped guest-physical address found.
         gpa: GuestPhysAddr,
     },
-    /// The operation would cover only part of a huge page (block); npt does
-    /// not split blocks implicitly.
+    /// The operation would cover only part of a huge page (block) that
+    /// cannot be split (single-leaf `unmap`; a level below that holds no
+    /// leaves).
     SplitsHugePage {
         /// The base of the huge page.
         gpa: GuestPhysAddr,
@@ -78,6 +79,24 @@ pub enum Error {
         gpa: GuestPhysAddr,
         /// Its size.
         size: usize,
+    },
+    /// A huge page could not be split: the break-before-make invalidation
+    /// between making it invalid and installing the table failed (on a
+    /// foreign host, say: run the operation's `_in` form with an executor).
+    /// The block was restored; nothing changed.
+    SplitInvalidation {
+        /// The base of the leaf.
+        gpa: GuestPhysAddr,
+        /// Its size.
+        size: usize,
+    },
+    /// `map_region_with`'s `get_paddr` gave another answer for this address
+    /// when the pages were written than when they were checked. The pages
+    /// written before it stay mapped; the batch for them was run on the
+    /// host when the map returned.
+    UnstablePaddr {
+        /// The first address that got another answer.
+        gpa: GuestPhysAddr,
     },
     /// The format cannot encode this combination of flags.
     IllegalFlags {
@@ -140,6 +159,14 @@ impl fmt::Display for Error {
                 "the operation covers only part of the {size:#x}-byte huge page at {gpa:?}"
             ),
             Error::BreakBeforeMake { gpa, size } => write!(f, "changing the {size:#x}-byte leaf at {gpa:?} needs break-before-make: unmap, flush, map"),
+            Error::SplitInvalidation { gpa, size } => write!(
+                f,
+                "splitting the {size:#x}-byte huge page at {gpa:?} needs an invalidation between break and make, which failed; nothing changed"
+            ),
+            Error::UnstablePaddr { gpa } => write!(
+                f,
+                "get_paddr gave another host address for {gpa:?} when writing than when checking"
+            ),
             Error::IllegalFlags { flags, reason } => {
                 write!(f, "flags {flags:?} cannot be mapped: {reason}")
             }

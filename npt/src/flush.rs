@@ -10,6 +10,7 @@
 
 use crate::error::FlushError;
 use crate::format::Format;
+use crate::frames::{FrameList, FrameOps};
 use core::marker::PhantomData;
 
 /// An instruction wrapper the runtime knows how to execute.
@@ -99,6 +100,12 @@ pub struct FlushSpec {
     /// otherwise unlinking a table invalidates the context (RISC-V
     /// HFENCE.GVMA with rs1 != x0 covers leaf entries only).
     pub page_covers_tables: bool,
+    /// Pages a batch invalidates one by one before it invalidates the whole
+    /// context instead.
+    pub page_limit: usize,
+    /// Whether replacing a block by a table of smaller leaves needs
+    /// break-before-make: invalid entry, invalidation, then the table.
+    pub split_break_before_make: bool,
     /// One guest-physical page.
     pub page: Recipe,
     /// Everything of this table's context (EPTP, VMID).
@@ -120,6 +127,8 @@ const STUB_RECIPE: Recipe = Recipe {
 pub const STUB_FLUSH: FlushSpec = FlushSpec {
     invalidate_on_map: false,
     page_covers_tables: false,
+    page_limit: 1,
+    split_break_before_make: true,
     page: STUB_RECIPE,
     context: STUB_RECIPE,
     all: STUB_RECIPE,
@@ -162,55 +171,82 @@ pub trait FlushExecutor {
     fn restore_context(&mut self, reg: ContextRegister, old: u64) -> Result<(), FlushError>;
 }
 
-/// How many leaves a batch invalidates one by one before it invalidates the
-/// whole context instead.
-pub const MAX_PAGES: usize = 16;
-
-/// How many unlinked tables one batch can hold for freeing after its
-/// invalidation; an operation that empties more leaves the rest in place
-/// (empty, invalid, reused by later maps, freed on drop).
-pub const MAX_FREES: usize = 16;
-
-/// Gives frames back to the allocator (`PagingHandler::dealloc_frames`).
-pub(crate) type Dealloc = fn(memory_addr::PhysAddr, usize);
+/// How many separate runs of pages a batch lists before it invalidates the
+/// whole context instead (runs of adjacent pages are one).
+pub const MAX_RUNS: usize = 8;
 
 /// Which scope a batch needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scope {
     /// Nothing changed that hardware may have cached.
     Nothing,
-    /// The listed leaves.
+    /// The listed pages.
     Pages,
-    /// The whole context (too many leaves, or a table was freed).
+    /// The whole context (more pages than the format's `page_limit`, or a
+    /// table was unlinked on a format whose per-page recipe does not cover
+    /// cached table entries).
     Context,
 }
 
-/// The invalidations one table operation needs. Run it with
-/// [`flush`](Self::flush) or [`flush_with`](Self::flush_with), or drop it
-/// explicitly with [`ignore`](Self::ignore) (for a table no hardware walks
-/// yet).
+/// The invalidations one table operation needs, and the tables it unlinked.
 ///
-/// Tables an operation unlinks are freed only after the batch's
-/// invalidation has run (or when it is ignored or dropped), so no walk
-/// cache can still point at a frame the allocator hands out again. If the
-/// invalidation fails, they are leaked rather than freed.
+/// Run it with [`flush`](Self::flush) or [`flush_with`](Self::flush_with), or
+/// discard it with [`ignore`](Self::ignore) (for a table no hardware walks
+/// yet). Tables an operation unlinks are freed only after the batch's
+/// invalidation has run, so no walk cache can still point at a frame the
+/// allocator hands out again:
+/// - `flush_with` that fails returns the batch inside [`Unflushed`]: retry
+///   it, or drop it;
+/// - a batch dropped without `flush` or `ignore` is flushed on this host's
+///   instructions ([`crate::instr::Host`]), as `flush()` would; if that
+///   fails (a foreign host, a recipe this CPU cannot run) its unlinked
+///   tables are never freed: leaked, not handed out while a walker may
+///   still use them.
 #[must_use = "a changed mapping stays cached until the batch is flushed; call flush() or ignore()"]
 pub struct TlbFlush<F: Format> {
     ctx: Context,
-    pages: [usize; MAX_PAGES],
-    len: usize,
+    /// Runs of pages: first guest-physical address and page count.
+    runs: [(usize, usize); MAX_RUNS],
+    nruns: usize,
+    pages: usize,
     scope: Scope,
-    frees: [usize; MAX_FREES],
-    nfree: usize,
-    frames_per_table: usize,
-    dealloc: Dealloc,
+    frees: FrameList,
+    ops: FrameOps,
     _format: PhantomData<F>,
+}
+
+/// A batch whose invalidation failed, with the error: nothing it unlinked
+/// was freed. Retry with `batch.flush_with`, or drop it (see [`TlbFlush`]).
+#[must_use = "the batch still holds its invalidation and its unlinked tables"]
+pub struct Unflushed<F: Format> {
+    /// Why the invalidation failed.
+    pub error: FlushError,
+    /// The batch, unchanged.
+    pub batch: TlbFlush<F>,
+}
+
+impl<F: Format> core::fmt::Debug for Unflushed<F> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Unflushed")
+            .field("error", &self.error)
+            .field("batch", &self.batch)
+            .finish()
+    }
+}
+
+impl<F: Format> core::fmt::Display for Unflushed<F> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "invalidation failed: {}", self.error)
+    }
 }
 
 impl<F: Format> Drop for TlbFlush<F> {
     fn drop(&mut self) {
-        for &pa in &self.frees[..self.nfree] {
-            (self.dealloc)(memory_addr::PhysAddr::from(pa), self.frames_per_table);
+        if self.scope == Scope::Nothing && self.frees.len() == 0 {
+            return;
+        }
+        if self.run(&mut crate::instr::Host).is_ok() {
+            self.frees.free_all(&self.ops);
         }
     }
 }
@@ -220,39 +256,38 @@ impl<F: Format> core::fmt::Debug for TlbFlush<F> {
         f.debug_struct("TlbFlush")
             .field("format", &F::NAME)
             .field("scope", &self.scope)
-            .field("pages", &&self.pages[..self.len])
+            .field("runs", &&self.runs[..self.nruns])
+            .field("tables_to_free", &self.frees.len())
             .finish()
     }
 }
 
 impl<F: Format> TlbFlush<F> {
-    pub(crate) fn new(ctx: Context, dealloc: Dealloc, frames_per_table: usize) -> Self {
+    pub(crate) fn new(ctx: Context, ops: FrameOps) -> Self {
         TlbFlush {
             ctx,
-            pages: [0; MAX_PAGES],
-            len: 0,
+            runs: [(0, 0); MAX_RUNS],
+            nruns: 0,
+            pages: 0,
             scope: Scope::Nothing,
-            frees: [0; MAX_FREES],
-            nfree: 0,
-            frames_per_table,
-            dealloc,
+            frees: FrameList::new(),
+            ops,
             _format: PhantomData,
         }
     }
 
-    /// Whether another unlinked table can be held for freeing.
-    pub(crate) fn can_free(&self) -> bool {
-        self.nfree < MAX_FREES
+    /// Holds an unlinked table to free once the invalidation has run. The
+    /// caller records the invalidation the unlink needs.
+    #[inline]
+    pub(crate) fn free_later(&mut self, table: u64) {
+        self.frees.push(&self.ops, table);
     }
 
-    /// Holds an unlinked table, which translated the addresses from `gpa`,
-    /// to free once the invalidation has run.
-    pub(crate) fn free_later(&mut self, table: usize, gpa: usize) {
-        debug_assert!(self.can_free());
-        self.frees[self.nfree] = table;
-        self.nfree += 1;
+    /// Records that a table covering `pages` pages from `gpa` was unlinked.
+    #[inline]
+    pub(crate) fn add_unlinked(&mut self, gpa: usize, pages: usize) {
         if F::FLUSH.page_covers_tables {
-            self.add_page(gpa);
+            self.add_pages(gpa, pages);
         } else {
             self.add_context();
         }
@@ -260,25 +295,59 @@ impl<F: Format> TlbFlush<F> {
 
     /// How many unlinked tables wait for this batch.
     pub fn tables_to_free(&self) -> usize {
-        self.nfree
+        self.frees.len()
+    }
+
+    /// The context values (root register first) this batch invalidates.
+    pub fn context(&self) -> &Context {
+        &self.ctx
     }
 
     /// Records that the leaf mapping `gpa` changed.
+    #[inline]
     pub(crate) fn add_page(&mut self, gpa: usize) {
-        match self.scope {
-            Scope::Context => {}
-            // The same address twice (a table and the leaf that emptied it).
-            _ if self.len > 0 && self.pages[self.len - 1] == gpa => {}
-            _ if self.len == MAX_PAGES => self.scope = Scope::Context,
-            _ => {
-                self.pages[self.len] = gpa;
-                self.len += 1;
-                self.scope = Scope::Pages;
+        self.add_pages(gpa, 1);
+    }
+
+    /// Records that the `n` pages from `gpa` changed.
+    #[inline]
+    pub(crate) fn add_pages(&mut self, gpa: usize, n: usize) {
+        if self.scope == Scope::Context || n == 0 {
+            return;
+        }
+        let granule = F::LAYOUT.geometry.granule();
+        if let Some(last) = self.runs[..self.nruns].last_mut() {
+            let last_page = last.0 + (last.1 - 1) * granule;
+            if gpa == last_page && n == 1 {
+                // The same address twice (a table and the leaf that emptied it).
+                return;
             }
+            if gpa == last_page + granule {
+                last.1 += n;
+                self.pages += n;
+                self.check_limit();
+                return;
+            }
+        }
+        if self.nruns == MAX_RUNS {
+            self.scope = Scope::Context;
+            return;
+        }
+        self.runs[self.nruns] = (gpa, n);
+        self.nruns += 1;
+        self.pages += n;
+        self.scope = Scope::Pages;
+        self.check_limit();
+    }
+
+    fn check_limit(&mut self) {
+        if self.pages > F::FLUSH.page_limit {
+            self.scope = Scope::Context;
         }
     }
 
     /// Records that a non-leaf entry changed.
+    #[inline]
     pub(crate) fn add_context(&mut self) {
         self.scope = Scope::Context;
     }
@@ -288,64 +357,104 @@ impl<F: Format> TlbFlush<F> {
         self.scope
     }
 
-    /// The guest-physical addresses invalidated one by one (empty unless the
-    /// scope is [`Scope::Pages`]).
-    pub fn pages(&self) -> &[usize] {
-        if self.scope == Scope::Pages {
-            &self.pages[..self.len]
+    /// The guest-physical addresses invalidated one by one (none unless the
+    /// scope is [`Scope::Pages`]), in the order they were recorded.
+    pub fn pages(&self) -> impl Iterator<Item = usize> + '_ {
+        let granule = F::LAYOUT.geometry.granule();
+        let runs = if self.scope == Scope::Pages {
+            &self.runs[..self.nruns]
         } else {
             &[]
+        };
+        runs.iter()
+            .flat_map(move |&(gpa, n)| (0..n).map(move |k| gpa + k * granule))
+    }
+
+    /// How many pages [`pages`](Self::pages) yields.
+    pub fn page_count(&self) -> usize {
+        if self.scope == Scope::Pages {
+            self.pages
+        } else {
+            0
         }
     }
 
-    /// Adds another batch of the same table to this one.
-    pub fn merge(&mut self, mut other: TlbFlush<F>) {
+    /// Adds another batch of the same table (the same context: root
+    /// register, VMID ...) to this one. A batch of another table is refused
+    /// and handed back: its invalidation and its unlinked tables belong to
+    /// that table's context.
+    // The batch is returned by value: `no_std` has no box to put it in.
+    #[allow(clippy::result_large_err)]
+    pub fn merge(&mut self, mut other: TlbFlush<F>) -> Result<(), TlbFlush<F>> {
+        if other.ctx != self.ctx {
+            return Err(other);
+        }
         match other.scope {
             Scope::Nothing => {}
             Scope::Context => self.scope = Scope::Context,
-            Scope::Pages => other.pages().iter().for_each(|p| self.add_page(*p)),
-        }
-        while other.nfree > 0 {
-            other.nfree -= 1;
-            let pa = other.frees[other.nfree];
-            if self.can_free() {
-                // Its invalidation came along with `other`'s scope above.
-                self.frees[self.nfree] = pa;
-                self.nfree += 1;
-            } else {
-                // No room: free it when `other` drops would be too early,
-                // so it is leaked (it is already unlinked and zeroed).
+            Scope::Pages => {
+                for &(gpa, n) in &other.runs[..other.nruns] {
+                    self.add_pages(gpa, n);
+                }
             }
         }
+        let frees = core::mem::take(&mut other.frees);
+        self.frees.append(&self.ops, frees);
+        other.scope = Scope::Nothing;
+        Ok(())
     }
 
-    /// Drops the batch without invalidating anything. Correct only when no
-    /// hardware can have cached the table (it was never loaded).
-    pub fn ignore(self) {}
+    /// Drops the batch without invalidating anything, freeing the tables
+    /// it unlinked. Correct only when no hardware can have cached the table
+    /// (it was never loaded).
+    pub fn ignore(mut self) {
+        self.frees.free_all(&self.ops);
+        self.scope = Scope::Nothing;
+    }
 
     /// Runs the batch on this host's instructions.
-    pub fn flush(self) -> Result<(), FlushError> {
+    #[allow(clippy::result_large_err)]
+    pub fn flush(self) -> Result<(), Unflushed<F>> {
         self.flush_with(&mut crate::instr::Host)
     }
 
     /// Runs the batch through `exec`, then frees the tables it unlinked.
-    pub fn flush_with(mut self, exec: &mut impl FlushExecutor) -> Result<(), FlushError> {
-        let result = match self.scope {
-            Scope::Nothing => Ok(()),
-            Scope::Pages => run(&F::FLUSH.page, &self.ctx, &self.pages[..self.len], exec),
-            Scope::Context => run(&F::FLUSH.context, &self.ctx, &[], exec),
-        };
-        if result.is_err() {
-            // Not invalidated: a walk cache may still use these tables.
-            self.nfree = 0;
+    /// If `exec` fails, nothing is freed and the batch comes back in the
+    /// error.
+    #[allow(clippy::result_large_err)]
+    pub fn flush_with(mut self, exec: &mut impl FlushExecutor) -> Result<(), Unflushed<F>> {
+        match self.run(exec) {
+            Ok(()) => {
+                self.frees.free_all(&self.ops);
+                self.scope = Scope::Nothing;
+                Ok(())
+            }
+            Err(error) => Err(Unflushed { error, batch: self }),
         }
-        result
+    }
+
+    fn run(&self, exec: &mut impl FlushExecutor) -> Result<(), FlushError> {
+        match self.scope {
+            Scope::Nothing => Ok(()),
+            Scope::Pages => run(&F::FLUSH.page, &self.ctx, self.pages(), exec),
+            Scope::Context => run(&F::FLUSH.context, &self.ctx, core::iter::empty(), exec),
+        }
     }
 }
 
 /// Runs the format's "everything" recipe (no context needed).
 pub fn flush_all<F: Format>(exec: &mut impl FlushExecutor) -> Result<(), FlushError> {
-    run(&F::FLUSH.all, &[0; 4], &[], exec)
+    run(&F::FLUSH.all, &[0; 4], core::iter::empty(), exec)
+}
+
+/// Runs `recipe` for the one page `gpa` now (a break-before-make step).
+pub(crate) fn run_page(
+    recipe: &Recipe,
+    ctx: &Context,
+    gpa: usize,
+    exec: &mut impl FlushExecutor,
+) -> Result<(), FlushError> {
+    run(recipe, ctx, core::iter::once(gpa), exec)
 }
 
 fn resolve(op: Operand, ctx: &Context, gpa: usize) -> Arg {
@@ -375,7 +484,7 @@ fn issue(
 fn run(
     recipe: &Recipe,
     ctx: &Context,
-    pages: &[usize],
+    mut pages: impl Iterator<Item = usize>,
     exec: &mut impl FlushExecutor,
 ) -> Result<(), FlushError> {
     let switched = match recipe.current {
@@ -389,7 +498,7 @@ fn run(
         .iter()
         .try_for_each(|s| issue(s, ctx, 0, exec));
     if result.is_ok() {
-        result = pages.iter().try_for_each(|&gpa| {
+        result = pages.try_for_each(|gpa| {
             recipe
                 .each
                 .iter()

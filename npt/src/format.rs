@@ -22,13 +22,24 @@ pub enum Pred {
 
 impl Pred {
     /// Whether `raw` satisfies the predicate.
-    #[inline]
+    #[inline(always)]
     pub const fn holds(self, raw: u64) -> bool {
         match self {
             Pred::Always => true,
             Pred::Any(m) => raw & m != 0,
             Pred::All(m) => raw & m == m,
             Pred::None(m) => raw & m == 0,
+        }
+    }
+
+    /// Whether no value whose bits below `shift` are all zero satisfies
+    /// the predicate (so a frame address reads as an invalid entry).
+    pub const fn reads_invalid_below(self, shift: u32) -> bool {
+        let low = (1u64 << shift) - 1;
+        match self {
+            Pred::Always | Pred::None(_) => false,
+            Pred::Any(m) => m != 0 && m & !low == 0,
+            Pred::All(m) => m & low != 0,
         }
     }
 }
@@ -134,20 +145,20 @@ pub struct AddressField {
 
 impl AddressField {
     /// The field's mask within the entry.
-    #[inline]
+    #[inline(always)]
     pub const fn mask(&self) -> u64 {
         (((1u128 << self.width) - 1) as u64) << self.lo
     }
 
     /// The field's bits for `pa` (which the caller has range-checked and
     /// aligned).
-    #[inline]
+    #[inline(always)]
     pub const fn encode(&self, pa: u64) -> u64 {
         ((pa >> self.pa_shift) << self.lo) & self.mask()
     }
 
     /// The physical address in `raw`.
-    #[inline]
+    #[inline(always)]
     pub const fn decode(&self, raw: u64) -> u64 {
         ((raw & self.mask()) >> self.lo) << self.pa_shift
     }
@@ -218,7 +229,7 @@ pub enum Decoded {
 
 impl Layout {
     /// Classifies `raw` found at `level` (root = 0).
-    #[inline]
+    #[inline(always)]
     pub fn decode(&self, raw: u64, level: usize) -> Decoded {
         if !self.present.holds(raw) {
             return Decoded::Invalid;
@@ -247,13 +258,28 @@ impl Layout {
     }
 
     /// The attribute bits for `flags`, or why they are illegal.
+    /// `MappingFlags` bits outside the six it defines (READ ... UNCACHED)
+    /// are refused, never dropped.
     #[inline]
     pub fn attrs(&self, flags: MappingFlags) -> Result<u64, Error> {
+        if flags.bits() & !0x3f != 0 {
+            return Err(Error::IllegalFlags {
+                flags,
+                reason: "MappingFlags bits other than READ, WRITE, EXECUTE, USER, DEVICE and UNCACHED have no meaning here",
+            });
+        }
         let idx = flags.bits() & !self.ignored & 0x3f;
-        self.leaf_attrs[idx].map_err(|e| Error::IllegalFlags {
-            flags,
-            reason: e.reason,
-        })
+        match self.leaf_attrs.get(idx) {
+            Some(Ok(attrs)) => Ok(*attrs),
+            Some(Err(e)) => Err(Error::IllegalFlags {
+                flags,
+                reason: e.reason,
+            }),
+            None => Err(Error::IllegalFlags {
+                flags,
+                reason: "no such flags",
+            }),
+        }
     }
 
     /// A leaf at `level` mapping `pa` with attribute bits `attrs`.
@@ -268,12 +294,13 @@ impl Layout {
     }
 
     /// A table descriptor pointing at `pa`.
-    #[inline]
+    #[inline(always)]
     pub fn table(&self, pa: u64) -> u64 {
         self.table.set | self.address.encode(pa)
     }
 
     /// The `MappingFlags` a leaf carries.
+    #[inline(always)]
     pub fn flags(&self, raw: u64) -> MappingFlags {
         let mut bits = 0;
         for group in self.decode {

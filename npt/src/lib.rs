@@ -37,6 +37,7 @@ mod error;
 pub mod flush;
 pub mod format;
 pub mod formats;
+mod frames;
 pub mod instr;
 pub mod pte;
 mod table;
@@ -47,7 +48,7 @@ pub mod doc_support;
 
 pub use addr::{GuestPhysAddr, HostPhysAddr};
 pub use error::{Error, FlushError};
-pub use flush::TlbFlush;
+pub use flush::{TlbFlush, Unflushed};
 pub use format::Format;
 pub use formats::{aarch64, riscv, x86_64};
 /// The address types `PagingHandler` uses, so a hypervisor implementing it

@@ -24,7 +24,7 @@ use npt::aarch64::{
     MemAttr, S2Ap, Shareability, Stage2Descriptor, Stage2Ipa39, Stage2Ipa40, Stage2Ipa48,
     Stage2Params, Stage2Xn,
 };
-use npt::flush::{Arg, ContextRegister, Event, Instr, Issued, Scope, MAX_PAGES};
+use npt::flush::{Arg, ContextRegister, Event, Instr, Issued, Scope};
 use npt::size::{SIZE_1G, SIZE_2M, SIZE_4K};
 use npt::{
     Error, Format, GenericPTE, GuestPhysAddr as Gpa, HostPhysAddr as Hpa, Leaf, MappingFlags as MF,
@@ -862,18 +862,25 @@ fn flush_of_freed_tables() {
 }
 
 fn check_flush_escalation<F: Format<Params = Stage2Params>>() {
+    // The spec's page_limit: 512 TLBIs by IPA, then one by VMID.
+    const MAX_PAGES: usize = 512;
+    assert_eq!(F::FLUSH.page_limit, MAX_PAGES);
     let mut t = fresh_vmid::<F>(7);
-    // MAX_PAGES leaves: one TLBI IPAS2E1IS each, Xt = 0x100 .. 0x10f for
-    // IPAs 0x10_0000 .. 0x10_f000. (One more page keeps the level-3 table
-    // from becoming empty, which would free it and escalate.)
-    map_pages(&mut t, 0x10_0000, MAX_PAGES + 1);
+    // MAX_PAGES leaves: one TLBI IPAS2E1IS each, Xt = IPA >> 12 = 0x200 ..
+    // 0x3ff for IPAs 0x20_0000 .. 0x3f_f000. They fill one level-3 table,
+    // which is unlinked whole and invalidated by the IPAs it mapped (TLBI
+    // IPAS2E1IS removes entries of every level for the IPA). One more page
+    // keeps the level-2 table from becoming empty, which would add its
+    // own IPA and escalate.
+    map_pages(&mut t, 0x20_0000, MAX_PAGES + 1);
     let tf = t
-        .unmap_region(Gpa::from(0x10_0000), MAX_PAGES * SIZE_4K)
+        .unmap_region(Gpa::from(0x20_0000), MAX_PAGES * SIZE_4K)
         .unwrap();
     assert_eq!(tf.scope(), Scope::Pages);
-    let xts: Vec<u64> = (0..MAX_PAGES as u64).map(|i| 0x100 + i).collect();
+    assert_eq!(tf.tables_to_free(), 1);
+    let xts: Vec<u64> = (0..MAX_PAGES as u64).map(|i| 0x200 + i).collect();
     assert_eq!(run(tf), page_recipe(&xts));
-    t.unmap_region(Gpa::from(0x10_0000 + MAX_PAGES * SIZE_4K), SIZE_4K)
+    t.unmap_region(Gpa::from(0x20_0000 + MAX_PAGES * SIZE_4K), SIZE_4K)
         .unwrap()
         .ignore();
 

@@ -496,7 +496,7 @@ fn map_issues_fence_per_new_leaf() {
     // Same L0 table: no table installed, invalid -> valid still fenced.
     let tf = t.map(gpa(0x20_4000), hpa(0xA000), SIZE_4K, RW).unwrap();
     assert_eq!(tf.scope(), Scope::Pages);
-    assert_eq!(tf.pages(), [0x20_4000]);
+    assert_eq!(tf.pages().collect::<Vec<_>>(), [0x20_4000]);
     // rs1 = 0x20_4000 >> 2 = 0x8_1000.
     assert_eq!(recorded(tf), [hfence(Arg::Value(0x8_1000), VMID)]);
     // Three pages 0x20_5000..0x20_8000: 0x8_1400, 0x8_1800, 0x8_1C00.
@@ -559,24 +559,21 @@ fn unmap_of_a_whole_table_frees_it_and_fences_the_context() {
     assert_eq!(npt_tests::live_frames(), 4);
 }
 
-// Regression (found by this test, fixed in npt/src/table.rs with a pending
-// context invalidation): a map refused after its prepare pass installed tables (AlreadyMapped
-// here; NoMemory likewise) returns no batch, so the context fence for the new
-// non-leaf PTE is lost (npt/src/table.rs, `map_rec`: `tf.add_context()` goes
-// into the batch `map_job` drops on error). A later map that reuses the table
-// issues only HFENCE.GVMA gpa>>2, vmid, which per the privileged spec
-// (SFENCE.VMA semantics, which HFENCE.GVMA follows) orders and invalidates
-// only *leaf* entries for that address; the invalid-to-valid change of the
-// non-leaf L1 entry is never fenced with rs1 = x0, so a hart that cached the
-// invalid entry (allowed without Svvptc) may keep faulting.
+// Regression: a map refused after it had installed tables lost the context
+// fence those non-leaf PTEs need (HFENCE.GVMA with rs1 = gpa invalidates
+// leaf entries only, so a hart that cached the invalid L1 entry, allowed
+// without Svvptc, could keep faulting). Now a map plans before it writes:
+// a refused map installs nothing and owes nothing.
 #[test]
 fn map_after_refused_map_fences_the_tables_it_installed() {
     let mut t = fresh_vmid(VMID);
     // Root[1] -> L1 at 0x8000_4000; L1[1] -> L0 at 0x8000_5000.
     let tf = t.map(gpa(0x4020_0000), hpa(0x9000), SIZE_4K, RW).unwrap();
     assert_eq!(recorded(tf), [hfence(Arg::Zero, VMID)]);
-    // Installs L1[0] -> L0 at 0x8000_6000, then meets the page at
-    // 0x4020_0000.
+    let frames = live_frames();
+    // Would install L1[0] -> a new L0, but meets the page at 0x4020_0000
+    // while planning, before anything is written or allocated: no table
+    // is installed, so no fence is owed.
     let r = t.map_region(
         gpa(0x4000_0000),
         hpa(0x10_0000),
@@ -590,13 +587,16 @@ fn map_after_refused_map_fences_the_tables_it_installed() {
             gpa: gpa(0x4020_0000)
         })
     );
-    // L1[0] went from 0 to 0x80006 << 10 | V.
-    assert_eq!(read_phys(0x8000_4000), 0x2000_1801);
+    assert_eq!(read_phys(0x8000_4000), 0, "L1[0] still invalid");
+    assert_eq!(live_frames(), frames);
+    // The next map installs L1[0] -> L0 at 0x8000_6000 and fences the
+    // whole VMID for it (rs1 = x0: the non-leaf entry changed).
     let tf = t
         .map(gpa(0x4000_0000), hpa(0x10_0000), SIZE_4K, RW)
         .unwrap();
-    // Needed: the whole-VMID fence, as when the map installs the table.
     assert_eq!(recorded(tf), [hfence(Arg::Zero, VMID)]);
+    // L1[0] = 0x80006 << 10 | V.
+    assert_eq!(read_phys(0x8000_4000), 0x2000_1801);
 }
 
 #[test]

@@ -149,6 +149,12 @@ pub fn generate(f: &Format) -> TokenStream {
     });
     let on_map = f.flush.invalidate_on_map.value;
     let covers = f.flush.page_covers_tables.value;
+    let page_limit = f.flush.page_limit.as_ref().map_or(16, |l| l.value as usize);
+    let split_bbm = f
+        .flush
+        .split_break_before_make
+        .as_ref()
+        .is_none_or(|b| b.value);
     let page_r = recipe(f, &f.flush.page);
     let context_r = recipe(f, &f.flush.context);
     let all_r = recipe(f, &f.flush.all);
@@ -180,6 +186,8 @@ pub fn generate(f: &Format) -> TokenStream {
             const FLUSH: ::npt::flush::FlushSpec = ::npt::flush::FlushSpec {
                 invalidate_on_map: #on_map,
                 page_covers_tables: #covers,
+                page_limit: #page_limit,
+                split_break_before_make: #split_bbm,
                 page: #page_r,
                 context: #context_r,
                 all: #all_r,

@@ -499,6 +499,8 @@ impl ::npt::Format for Toy {
     const FLUSH: ::npt::flush::FlushSpec = ::npt::flush::FlushSpec {
         invalidate_on_map: true,
         page_covers_tables: false,
+        page_limit: 16usize,
+        split_break_before_make: true,
         page: ::npt::flush::Recipe {
             current: ::core::option::Option::None,
             before: &[],

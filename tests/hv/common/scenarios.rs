@@ -529,7 +529,7 @@ pub fn remap_page<F: Format>(t: &mut Table<F>, gpa: u64, hpa: usize) -> TlbFlush
     tf.merge(ok(
         t.map(Gpa::from(gpa as usize), Hpa::from(hpa), SIZE_4K, RW),
         "map",
-    ));
+    )).unwrap();
     tf
 }
 
@@ -544,7 +544,7 @@ pub fn remap<A: Hv, F: Format>(rep: &mut Report, hv: &mut A, t: &mut Table<F>, l
     let warm = hv.load(l.g_remap);
     let tf = remap_page(t, l.g_remap, l.h_b);
     let scope = tf.scope();
-    let pages = tf.pages().len();
+    let pages = tf.page_count();
     let mut fl = hv.flush(tf, Scope::Pages);
     let after = hv.load(l.g_remap);
     fl.observe();
@@ -610,7 +610,7 @@ pub fn remap_context<A: Hv, F: Format>(rep: &mut Report, hv: &mut A, t: &mut Tab
             RW,
         ),
         "map 2M",
-    ));
+    )).unwrap();
     let scope = tf.scope();
     let frees = tf.tables_to_free();
     let mut fl = hv.flush(tf, Scope::Context);
