@@ -37,7 +37,7 @@ impl HostFlush {
 
 /// `tf.flush()`.
 pub fn flush<F: Format>(tf: TlbFlush<F>, reg: &TableRegister) -> HostFlush {
-    HostFlush::ran(tf.flush(), reg)
+    HostFlush::ran(tf.flush().map_err(|u| u.error), reg)
 }
 
 /// `flush_all` on the host.

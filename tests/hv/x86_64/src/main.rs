@@ -605,7 +605,7 @@ impl Hv for Svm {
             Scope::Nothing => (0, 0),
             Scope::Pages | Scope::Context => (3, 1),
         };
-        self.collect(|both| tf.flush_with(both), want)
+        self.collect(|both| tf.flush_with(both).map_err(|u| u.error), want)
     }
 
     /// flush_all asks for TLB_CONTROL 1 either way.
@@ -616,7 +616,7 @@ impl Hv for Svm {
     /// The host's executor refuses the batch: its SVM instruction needs the
     /// VMCB (`flush_needs_vmcb`).
     fn skip_flush<F: Format>(&mut self, rep: &mut Report, tf: TlbFlush<F>) -> SvmFlush {
-        let result = tf.flush();
+        let result = tf.flush().map_err(|u| u.error);
         rep.verdict(
             "flush_needs_vmcb",
             matches!(result, Err(FlushError::NeedsVmcb(Instr::SvmFlushAsid))),
