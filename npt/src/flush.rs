@@ -256,7 +256,7 @@ impl<F: Format> core::fmt::Debug for TlbFlush<F> {
         f.debug_struct("TlbFlush")
             .field("format", &F::NAME)
             .field("scope", &self.scope)
-            .field("runs", &&self.runs[..self.nruns])
+            .field("runs", &self.runs())
             .field("tables_to_free", &self.frees.len())
             .finish()
     }
@@ -293,6 +293,10 @@ impl<F: Format> TlbFlush<F> {
         }
     }
 
+    fn runs(&self) -> &[(usize, usize)] {
+        self.runs.get(..self.nruns).unwrap_or(&[])
+    }
+
     /// How many unlinked tables wait for this batch.
     pub fn tables_to_free(&self) -> usize {
         self.frees.len()
@@ -316,7 +320,7 @@ impl<F: Format> TlbFlush<F> {
             return;
         }
         let granule = F::LAYOUT.geometry.granule();
-        if let Some(last) = self.runs[..self.nruns].last_mut() {
+        if let Some(last) = self.runs.get_mut(..self.nruns).and_then(|r| r.last_mut()) {
             let last_page = last.0 + (last.1 - 1) * granule;
             if gpa == last_page && n == 1 {
                 // The same address twice (a table and the leaf that emptied it).
@@ -329,11 +333,11 @@ impl<F: Format> TlbFlush<F> {
                 return;
             }
         }
-        if self.nruns == MAX_RUNS {
+        let Some(slot) = self.runs.get_mut(self.nruns) else {
             self.scope = Scope::Context;
             return;
-        }
-        self.runs[self.nruns] = (gpa, n);
+        };
+        *slot = (gpa, n);
         self.nruns += 1;
         self.pages += n;
         self.scope = Scope::Pages;
@@ -362,7 +366,7 @@ impl<F: Format> TlbFlush<F> {
     pub fn pages(&self) -> impl Iterator<Item = usize> + '_ {
         let granule = F::LAYOUT.geometry.granule();
         let runs = if self.scope == Scope::Pages {
-            &self.runs[..self.nruns]
+            self.runs()
         } else {
             &[]
         };
@@ -393,7 +397,7 @@ impl<F: Format> TlbFlush<F> {
             Scope::Nothing => {}
             Scope::Context => self.scope = Scope::Context,
             Scope::Pages => {
-                for &(gpa, n) in &other.runs[..other.nruns] {
+                for &(gpa, n) in other.runs() {
                     self.add_pages(gpa, n);
                 }
             }
@@ -461,7 +465,7 @@ fn resolve(op: Operand, ctx: &Context, gpa: usize) -> Arg {
     match op {
         Operand::Zero => Arg::Zero,
         Operand::Gpa(shift) => Arg::Value((gpa as u64) >> shift),
-        Operand::Slot(s) => Arg::Value(ctx[s as usize]),
+        Operand::Slot(s) => Arg::Value(ctx.get(s as usize).copied().unwrap_or(0)),
     }
 }
 
@@ -489,7 +493,7 @@ fn run(
 ) -> Result<(), FlushError> {
     let switched = match recipe.current {
         Some((reg, slot)) => exec
-            .switch_context(reg, ctx[slot as usize])?
+            .switch_context(reg, ctx.get(slot as usize).copied().unwrap_or(0))?
             .map(|old| (reg, old)),
         None => None,
     };

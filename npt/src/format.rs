@@ -243,7 +243,7 @@ impl Layout {
                 Decoded::Reserved
             };
         }
-        if self.geometry.levels[level].leaf {
+        if self.geometry.levels.get(level).is_some_and(|l| l.leaf) {
             if let Some(block) = self.block {
                 if block.is.holds(raw) {
                     return Decoded::Leaf(pa);

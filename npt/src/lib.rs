@@ -27,6 +27,13 @@
 
 #![no_std]
 #![warn(missing_docs)]
+// No panics on caller-controlled values: the runtime never unwraps.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 #[cfg(feature = "alloc")]
 extern crate alloc;

@@ -17,10 +17,12 @@ use page_table_entry::MappingFlags;
 /// 1 GiB block is only checked for the smallest block alignment.
 fn encodable<F: Format>(pa: PhysAddr, huge: bool) -> Option<u64> {
     let g = &F::LAYOUT.geometry;
-    let last = g.levels.len() - 1;
+    let last = g.levels.len().saturating_sub(1);
     let align = if huge {
-        let smallest_block = g.levels[..last]
+        let smallest_block = g
+            .levels
             .iter()
+            .take(last)
             .filter(|l| l.leaf)
             .map(|l| l.span())
             .min();
