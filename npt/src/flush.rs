@@ -461,6 +461,15 @@ pub(crate) fn run_page(
     run(recipe, ctx, core::iter::once(gpa), exec)
 }
 
+/// Runs the context `recipe` now (a break-before-make step).
+pub(crate) fn run_context(
+    recipe: &Recipe,
+    ctx: &Context,
+    exec: &mut impl FlushExecutor,
+) -> Result<(), FlushError> {
+    run(recipe, ctx, core::iter::empty(), exec)
+}
+
 fn resolve(op: Operand, ctx: &Context, gpa: usize) -> Arg {
     match op {
         Operand::Zero => Arg::Zero,

@@ -249,3 +249,87 @@ fn single_page_unmap_inside_a_huge_page_points_at_unmap_region() {
         })
     );
 }
+
+/// Split to 4 KiB pages, then collapse: the original leaf comes back bit
+/// for bit and both tables go (after the batch).
+fn split_then_collapse<F: Format>(root_frames: usize) {
+    let mut t = fresh::<F>();
+    t.map_region(gpa(SIZE_1G), hpa(2 * SIZE_1G), SIZE_1G, RW, true)
+        .unwrap()
+        .ignore();
+    let before = leaves(&t);
+    assert_eq!(before.len(), 1);
+    let mut rec = npt::flush::Recorder::default();
+    t.protect_region_in(gpa(SIZE_1G + SIZE_4K), SIZE_4K, R, &mut rec)
+        .unwrap()
+        .ignore();
+    assert_eq!(live_frames(), root_frames + 2);
+    // A page that differs blocks the collapse of its table (and so of the
+    // 1G above it); the other 511 2M leaves are untouched.
+    t.collapse_region_in(gpa(SIZE_1G), SIZE_1G, &mut rec)
+        .unwrap()
+        .ignore();
+    assert_eq!(live_frames(), root_frames + 2);
+    t.protect_region_in(gpa(SIZE_1G + SIZE_4K), SIZE_4K, RW, &mut rec)
+        .unwrap()
+        .ignore();
+    let tf = t
+        .collapse_region_in(gpa(SIZE_1G), SIZE_1G, &mut rec)
+        .unwrap();
+    assert_eq!(tf.tables_to_free(), 2);
+    assert_eq!(live_frames(), root_frames + 2, "freed only after the batch");
+    tf.ignore();
+    assert_eq!(live_frames(), root_frames);
+    assert_eq!(leaves(&t), before);
+}
+
+#[test]
+fn collapse_restores_the_huge_page_ept() {
+    split_then_collapse::<Ept4>(1 + 1);
+}
+
+#[test]
+fn collapse_restores_the_huge_page_stage2() {
+    split_then_collapse::<Stage2Ipa39>(1);
+}
+
+#[test]
+fn collapse_restores_the_huge_page_sv39x4() {
+    split_then_collapse::<Sv39x4>(4);
+}
+
+#[test]
+fn stage2_collapse_is_break_before_make() {
+    let mut t = fresh::<Stage2Ipa39>();
+    t.map_region(gpa(SIZE_2M), hpa(4 * SIZE_2M), SIZE_2M, RW, false)
+        .unwrap()
+        .ignore();
+    let l2 = slot_of(&t, SIZE_2M, 1);
+    assert_eq!(entry(l2, 0) & 0b11, 0b11, "a table of pages");
+    let mut probe = Probe::new(l2);
+    let tf = t
+        .collapse_region_in(gpa(SIZE_2M), SIZE_2M, &mut probe)
+        .unwrap();
+    // DSB ISHST; TLBI VMALLS12E1IS; DSB ISH; ISB with the entry invalid.
+    let instrs: Vec<Instr> = probe.seen.iter().map(|s| s.0).collect();
+    assert_eq!(
+        instrs,
+        [
+            Instr::DsbIshst,
+            Instr::TlbiVmalls12e1is,
+            Instr::DsbIsh,
+            Instr::Isb
+        ]
+    );
+    assert!(probe.seen.iter().all(|s| s.2 == 0));
+    // Then the block: output 8 MiB, and the attributes the pages had.
+    assert_eq!(entry(l2, 0) & 0b11, 0b01);
+    assert_eq!(entry(l2, 0) & 0xffff_ffff_f000, 4 * SIZE_2M as u64);
+    assert_eq!(tf.tables_to_free(), 1);
+    tf.ignore();
+    let q = t.query(gpa(SIZE_2M + 0x1234)).unwrap();
+    assert_eq!(
+        (q.hpa, q.size, q.flags),
+        (hpa(4 * SIZE_2M + 0x1234), SIZE_2M, RW)
+    );
+}

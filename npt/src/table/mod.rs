@@ -10,6 +10,7 @@
 //! mapping and keeps no frame. Every table an operation empties is
 //! unlinked and handed to the batch, freed after its invalidation.
 
+mod collapse;
 mod edit;
 mod level;
 mod map;
