@@ -173,7 +173,7 @@ pub trait FlushExecutor {
 
 /// How many separate runs of pages a batch lists before it invalidates the
 /// whole context instead (runs of adjacent pages are one).
-pub const MAX_RUNS: usize = 8;
+pub const MAX_RUNS: usize = 4;
 
 /// Which scope a batch needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -241,12 +241,10 @@ impl<F: Format> core::fmt::Display for Unflushed<F> {
 }
 
 impl<F: Format> Drop for TlbFlush<F> {
+    #[inline]
     fn drop(&mut self) {
-        if self.scope == Scope::Nothing && self.frees.len() == 0 {
-            return;
-        }
-        if self.run(&mut crate::instr::Host).is_ok() {
-            self.frees.free_all(&self.ops);
+        if self.scope != Scope::Nothing || self.frees.len() != 0 {
+            self.flush_on_drop();
         }
     }
 }
@@ -263,6 +261,14 @@ impl<F: Format> core::fmt::Debug for TlbFlush<F> {
 }
 
 impl<F: Format> TlbFlush<F> {
+    #[cold]
+    fn flush_on_drop(&mut self) {
+        if self.run(&mut crate::instr::Host).is_ok() {
+            self.frees.free_all(&self.ops);
+        }
+    }
+
+    #[inline]
     pub(crate) fn new(ctx: Context, ops: FrameOps) -> Self {
         TlbFlush {
             ctx,
@@ -280,7 +286,10 @@ impl<F: Format> TlbFlush<F> {
     /// caller records the invalidation the unlink needs.
     #[inline]
     pub(crate) fn free_later(&mut self, table: u64) {
-        self.frees.push(&self.ops, table);
+        // In unlink order: tables go back to the allocator in the order
+        // they were found, ascending addresses for a region (a heap that
+        // trims its top, as glibc's does, is not asked to shrink per frame).
+        self.frees.push_back(&self.ops, table);
     }
 
     /// Records that a table covering `pages` pages from `gpa` was unlinked.
@@ -411,8 +420,11 @@ impl<F: Format> TlbFlush<F> {
     /// Drops the batch without invalidating anything, freeing the tables
     /// it unlinked. Correct only when no hardware can have cached the table
     /// (it was never loaded).
+    #[inline]
     pub fn ignore(mut self) {
-        self.frees.free_all(&self.ops);
+        if self.frees.len() != 0 {
+            self.frees.free_all(&self.ops);
+        }
         self.scope = Scope::Nothing;
     }
 

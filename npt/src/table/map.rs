@@ -296,3 +296,75 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         }
     }
 }
+
+impl<F: Format, H: PagingHandler> NestedTable<F, H> {
+    /// Maps one leaf at depth `level`: one walk down the existing tables;
+    /// where one is missing, the chain below is built off-line and linked
+    /// by a single write, so a failed allocation leaves nothing behind.
+    #[inline(always)]
+    pub(crate) fn map_one<D: Depth>(
+        &mut self,
+        table: u64,
+        gpa: usize,
+        hpa: u64,
+        attrs: u64,
+        level: usize,
+    ) -> Result<TlbFlush<F>, Error> {
+        let p = Self::entries(table);
+        let idx = At::<F, D>::index(gpa);
+        let raw = Self::read(p, idx);
+        if D::N == level {
+            if At::<F, D>::present(raw) {
+                return Err(Error::AlreadyMapped { gpa: gpa.into() });
+            }
+            Self::write(p, idx, Self::leaf::<D>(hpa, attrs));
+            let mut tf = self.batch();
+            if F::FLUSH.invalidate_on_map {
+                tf.add_page(gpa);
+            }
+            return Ok(tf);
+        }
+        match At::<F, D>::decode(raw) {
+            Decoded::Table(next) if !At::<F, D>::LAST => {
+                self.map_one::<D::Next>(next, gpa, hpa, attrs, level)
+            }
+            Decoded::Invalid if !At::<F, D>::LAST => {
+                let top = self.build_chain::<D::Next>(gpa, hpa, attrs, level)?;
+                Self::write(p, idx, F::LAYOUT.table(top));
+                let mut tf = self.batch();
+                if F::FLUSH.invalidate_on_map {
+                    tf.add_context();
+                }
+                Ok(tf)
+            }
+            _ => Err(Error::AlreadyMapped { gpa: gpa.into() }),
+        }
+    }
+
+    /// A new table at depth `D` and the tables below it down to the leaf
+    /// at depth `level`, not yet linked: freed again if an allocation fails.
+    fn build_chain<D: Depth>(
+        &mut self,
+        gpa: usize,
+        hpa: u64,
+        attrs: u64,
+        level: usize,
+    ) -> Result<u64, Error> {
+        let table = Self::alloc(1, F::LAYOUT.geometry.granule(), self.output_bits)?;
+        let p = Self::entries(table);
+        let idx = At::<F, D>::index(gpa);
+        if D::N >= level || At::<F, D>::LAST {
+            Self::write(p, idx, Self::leaf::<D>(hpa, attrs));
+        } else {
+            match self.build_chain::<D::Next>(gpa, hpa, attrs, level) {
+                Ok(next) => Self::write(p, idx, F::LAYOUT.table(next)),
+                Err(e) => {
+                    H::dealloc_frames(HostPhysAddr::from(table as usize), Self::frames(1));
+                    return Err(e);
+                }
+            }
+        }
+        self.tables += 1;
+        Ok(table)
+    }
+}

@@ -332,6 +332,7 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
     /// Maps one page of `size` bytes (a leaf size of the format) at `gpa`
     /// to `hpa`. A huge page is refused with `AlreadyMapped` where a table
     /// holds the slot.
+    #[inline]
     pub fn map(
         &mut self,
         gpa: GuestPhysAddr,
@@ -339,15 +340,42 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         size: usize,
         flags: MappingFlags,
     ) -> Result<TlbFlush<F>, Error> {
-        let level = F::LAYOUT
-            .geometry
-            .leaf_level(size)
-            .ok_or(Error::UnsupportedPageSize { size })?;
-        let (gpa, hpa) = (gpa.as_usize(), hpa.as_usize());
-        Self::check_gpa(gpa, size, size)?;
-        self.check_hpa(hpa, size, size)?;
-        let target = Linear { gpa, hpa };
-        self.map_job(gpa, gpa + size, target, flags, false, Some(level))
+        let level = Self::leaf_depth::<D0>(size).ok_or(Error::UnsupportedPageSize { size })?;
+        let (g, h) = (gpa.as_usize(), hpa.as_usize());
+        // `size` is a power of two no wider than the input or output: an
+        // address aligned to it and below the limit has room for the page.
+        if g & (size - 1) != 0 {
+            return Err(Error::MisalignedGpa { gpa, align: size });
+        }
+        if g as u128 >= F::LAYOUT.geometry.input_limit() {
+            return Err(Error::GpaOutOfRange {
+                gpa,
+                input_bits: F::LAYOUT.geometry.input_bits,
+            });
+        }
+        if h & (size - 1) != 0 {
+            return Err(Error::MisalignedHpa { hpa, align: size });
+        }
+        if h as u128 >= 1u128 << self.output_bits {
+            return Err(Error::HpaOutOfRange {
+                hpa,
+                output_bits: self.output_bits,
+            });
+        }
+        let attrs = F::LAYOUT.attrs(flags)?;
+        self.map_one::<D0>(self.root, g, h as u64, attrs, level)
+    }
+
+    /// The depth whose leaves are `size` bytes.
+    #[inline(always)]
+    fn leaf_depth<D: level::Depth>(size: usize) -> Option<usize> {
+        if At::<F, D>::LEAF && size == At::<F, D>::SPAN {
+            Some(D::N)
+        } else if At::<F, D>::LAST {
+            None
+        } else {
+            Self::leaf_depth::<D::Next>(size)
+        }
     }
 
     /// Maps `size` bytes at `gpa` to `hpa`, using the largest leaves that
