@@ -6,7 +6,7 @@
 use super::level::{At, Depth};
 use super::NestedTable;
 use crate::error::Error;
-use crate::flush::{FlushExecutor, TlbFlush};
+use crate::flush::{FlushExecutor, Scope, TlbFlush};
 use crate::format::{Decoded, Format};
 use crate::frames::FrameList;
 use page_table_multiarch::PagingHandler;
@@ -256,14 +256,29 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         if At::<F, D>::LAST {
             let i0 = At::<F, D>::index(start);
             let n = (end - start) >> At::<F, D>::SHIFT;
+            // Changed pages are recorded as runs, once a batch is not
+            // already context-wide.
+            let track = tf.scope() != Scope::Context;
+            let (mut run, mut len) = (start, 0);
             for k in 0..n {
                 let raw = Self::read(p, i0 + k);
                 let new = Self::with_attrs(raw, attrs);
                 if new != raw {
                     Self::write(p, i0 + k, new);
-                    tf.add_page(start + (k << At::<F, D>::SHIFT));
+                    if track {
+                        let gpa = start + (k << At::<F, D>::SHIFT);
+                        if len > 0 && run + (len << At::<F, D>::SHIFT) != gpa {
+                            tf.add_pages(run, len);
+                            len = 0;
+                        }
+                        if len == 0 {
+                            run = gpa;
+                        }
+                        len += 1;
+                    }
                 }
             }
+            tf.add_pages(run, len);
             return;
         }
         let mut cur = start;
