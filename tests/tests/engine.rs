@@ -688,6 +688,25 @@ enum Op {
         size: usize,
         flags: MF,
     },
+    /// `map_region_with`: page `k` of the range to `hpa + stride * k` (a
+    /// stride of 4K is contiguous, so huge pages can appear).
+    MapScattered {
+        gpa: usize,
+        hpa: usize,
+        stride: usize,
+        size: usize,
+        flags: MF,
+        huge: bool,
+    },
+    /// `collapse_region_in`: no translation changes.
+    Collapse {
+        gpa: usize,
+        size: usize,
+    },
+    /// `query` of one address.
+    Query {
+        gpa: usize,
+    },
 }
 
 /// 4K page -> (hpa, flags).
@@ -753,7 +772,28 @@ fn gen_op(rng: &mut Rng, leaves: &[Leaf], legal: &[MF], illegal: MF) -> Op {
                 huge: rng.below(2) == 0,
             }
         }
-    } else if r < 80 {
+    } else if r < 52 {
+        let flags = pick_flags(rng, legal, illegal);
+        let gpa = rng.below(PAGES) * SIZE_4K;
+        let size = clip(gpa, (1 + rng.below(600)) * SIZE_4K);
+        let stride = [SIZE_4K, 2 * SIZE_4K, 3 * SIZE_4K][rng.below(3)];
+        Op::MapScattered {
+            gpa,
+            hpa: 0x3_0000_0000 + rng.below(1 << 10) * SIZE_2M,
+            stride,
+            size,
+            flags,
+            // A huge page stands for contiguous frames: only with stride 4K.
+            huge: stride == SIZE_4K && rng.below(2) == 0,
+        }
+    } else if r < 56 {
+        let (gpa, size) = pick_range(rng, leaves);
+        Op::Collapse { gpa, size }
+    } else if r < 62 {
+        Op::Query {
+            gpa: rng.below(WINDOW),
+        }
+    } else if r < 82 {
         let (gpa, size) = pick_range(rng, leaves);
         Op::Unmap { gpa, size }
     } else {
@@ -818,6 +858,22 @@ fn predict(
                 None => Ok(()),
             }
         }
+        Op::MapScattered {
+            gpa, size, flags, ..
+        } => {
+            if flags == illegal {
+                return Err(illegal_flags(flags));
+            }
+            match model.range(gpa..gpa + size).next() {
+                Some((p, _)) => Err(Error::AlreadyMapped { gpa: (*p).into() }),
+                None => Ok(()),
+            }
+        }
+        Op::Collapse { .. } => Ok(()),
+        Op::Query { gpa } => match model.get(&(gpa & !(SIZE_4K - 1))) {
+            Some(_) => Ok(()),
+            None => Err(Error::NotMapped { gpa: gpa.into() }),
+        },
         Op::Unmap { gpa, size } => predict_rewrite(model, leaves, gpa, size, None),
         Op::Protect { gpa, size, flags } => {
             if flags == illegal {
@@ -829,8 +885,32 @@ fn predict(
 }
 
 /// Runs `op`, with the reason of `IllegalFlags` blanked for comparison.
-fn apply<F: Format>(t: &mut Table<F>, op: &Op) -> Result<(), Error> {
+fn apply<F: Format>(t: &mut Table<F>, model: &Model, op: &Op) -> Result<(), Error> {
     let r = match *op {
+        Op::MapScattered {
+            gpa: g,
+            hpa: h,
+            stride,
+            size,
+            flags,
+            huge,
+        } => t.map_region_with(gpa(g), size, flags, huge, |a| {
+            hpa(h + (a.as_usize() - g) / SIZE_4K * stride)
+        }),
+        Op::Collapse { gpa: g, size } => {
+            t.collapse_region_in(gpa(g), size, &mut Recorder::default())
+        }
+        Op::Query { gpa: g } => {
+            return t.query(gpa(g)).map(|q| {
+                let page = g & !(SIZE_4K - 1);
+                let (h, f) = model[&page];
+                assert_eq!(
+                    (q.hpa.as_usize(), q.flags),
+                    (h + g - page, f),
+                    "query {g:#x}"
+                );
+            });
+        }
         Op::Map {
             gpa: g,
             hpa: h,
@@ -869,6 +949,19 @@ fn update(model: &mut Model, op: &Op) {
                 model.insert(gpa + off, (hpa + off, flags));
             }
         }
+        Op::MapScattered {
+            gpa,
+            hpa,
+            stride,
+            size,
+            flags,
+            ..
+        } => {
+            for k in 0..size / SIZE_4K {
+                model.insert(gpa + k * SIZE_4K, (hpa + k * stride, flags));
+            }
+        }
+        Op::Collapse { .. } | Op::Query { .. } => {}
         Op::Unmap { gpa, size } => {
             for off in (0..size).step_by(SIZE_4K) {
                 model.remove(&(gpa + off));
@@ -914,10 +1007,42 @@ struct Stats {
     unmaps: usize,
     protects: usize,
     refused: usize,
+    collapses: usize,
+    queries: usize,
     max_huge: usize,
 }
 
-fn model_test<F: Format>(seed: u64, legal: &[MF], illegal: MF) -> Stats {
+/// Sequences of 300 operations on a fresh table each; `NPT_MODEL_RUNS`
+/// sequences per format (CI runs many in release mode).
+fn model_test<F: Format>(seed: u64, legal: &[MF], illegal: MF) {
+    let runs: u64 = std::env::var("NPT_MODEL_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let mut total = Stats::default();
+    for run in 0..runs {
+        let s = model_run::<F>(seed ^ run.wrapping_mul(0x9E37_79B9), legal, illegal);
+        total.maps += s.maps;
+        total.unmaps += s.unmaps;
+        total.protects += s.protects;
+        total.refused += s.refused;
+        total.collapses += s.collapses;
+        total.queries += s.queries;
+        total.max_huge = total.max_huge.max(s.max_huge);
+    }
+    // The runs exercised every operation, both ways, and huge pages.
+    let n = runs as usize;
+    assert!(total.maps >= 20 * n, "{total:?}");
+    assert!(total.unmaps >= 10 * n, "{total:?}");
+    assert!(total.protects >= 5 * n, "{total:?}");
+    assert!(total.refused >= 20 * n, "{total:?}");
+    assert!(n < 10 || total.collapses >= 1, "{total:?}");
+    assert!(n < 10 || total.queries >= 1, "{total:?}");
+    assert!(total.max_huge >= 1, "{total:?}");
+    println!("{}: {} operations: {total:?}", F::NAME, runs * 300);
+}
+
+fn model_run<F: Format>(seed: u64, legal: &[MF], illegal: MF) -> Stats {
     let mut t = fresh::<F>();
     let mut rng = Rng(seed);
     let mut model = Model::new();
@@ -927,13 +1052,16 @@ fn model_test<F: Format>(seed: u64, legal: &[MF], illegal: MF) -> Stats {
         let by_gpa: BTreeMap<usize, Leaf> = list.iter().map(|l| (l.gpa.as_usize(), *l)).collect();
         let op = gen_op(&mut rng, &list, legal, illegal);
         let want = predict(&op, &model, &by_gpa, illegal, F::LAYOUT.bbm_mask != 0);
-        let got = apply(&mut t, &op);
+        let got = apply(&mut t, &model, &op);
         assert_eq!(got, want, "{}: step {step}: {op:x?}", F::NAME);
         match (got, op) {
             (Err(_), _) => stats.refused += 1,
             (Ok(()), Op::Map { .. }) => stats.maps += 1,
             (Ok(()), Op::Unmap { .. }) => stats.unmaps += 1,
             (Ok(()), Op::Protect { .. }) => stats.protects += 1,
+            (Ok(()), Op::MapScattered { .. }) => stats.maps += 1,
+            (Ok(()), Op::Collapse { .. }) => stats.collapses += 1,
+            (Ok(()), Op::Query { .. }) => stats.queries += 1,
         }
         if got.is_ok() {
             update(&mut model, &op);
@@ -956,12 +1084,6 @@ fn model_test<F: Format>(seed: u64, legal: &[MF], illegal: MF) -> Stats {
     }
     drop(t);
     assert_eq!(live_frames(), 0);
-    // The run exercised every operation, both ways, and huge pages.
-    assert!(stats.maps >= 20, "{stats:?}");
-    assert!(stats.unmaps >= 10, "{stats:?}");
-    assert!(stats.protects >= 5, "{stats:?}");
-    assert!(stats.refused >= 20, "{stats:?}");
-    assert!(stats.max_huge >= 1, "{stats:?}");
     stats
 }
 
