@@ -40,6 +40,7 @@ extern crate alloc;
 extern crate self as npt;
 
 mod addr;
+pub mod compat;
 mod error;
 pub mod flush;
 pub mod format;
@@ -62,7 +63,7 @@ pub use formats::{aarch64, riscv, x86_64};
 /// needs no direct, version-matched `memory_addr` dependency.
 pub use memory_addr::{PhysAddr, VirtAddr};
 pub use page_table_entry::{GenericPTE, MappingFlags};
-pub use page_table_multiarch::{PagingHandler, PagingMetaData};
+pub use page_table_multiarch::{PageSize, PagingHandler, PagingMetaData};
 pub use table::{Leaf, NestedTable, Translation};
 
 /// The host architecture's nested page table, as the module npt replaces

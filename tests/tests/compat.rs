@@ -7,7 +7,7 @@ use npt::{
     aarch64, x86_64, GenericPTE, GuestPhysAddr as Gpa, HostPhysAddr as Hpa, MappingFlags as MF,
 };
 use npt_tests::{Frames, Table, RW};
-use page_table_multiarch::{PageSize, PageTable64, PagingMetaData};
+use page_table_multiarch::{PageSize, PageTable64, PagingError, PagingMetaData};
 
 fn same_leaves<M, E>()
 where
@@ -89,4 +89,65 @@ fn guest_physical_addresses_are_not_sign_extended() {
     assert!(!<aarch64::Stage2Ipa39 as PagingMetaData>::vaddr_is_valid(
         1 << 39
     ));
+}
+
+/// The same code, written against `PageTable64`'s methods, run on
+/// `page_table_multiarch::PageTable64` and on `npt::compat::PageTable64`:
+/// switching is the type (and its import). Both must see the same
+/// translations.
+macro_rules! hypervisor_code {
+    ($table:ty) => {{
+        let mut pt = <$table>::try_new().unwrap();
+        let rw = MF::READ | MF::WRITE;
+        {
+            let mut c = pt.cursor();
+            c.map(Gpa::from(0x1000), Hpa::from(0x8000), PageSize::Size4K, rw)
+                .unwrap();
+            c.map_region(
+                Gpa::from(0x4000_0000),
+                |g| Hpa::from(g.as_usize() + 0x1_0000_0000),
+                0x40_0000,
+                rw,
+                true,
+            )
+            .unwrap();
+            // Scattered frames for alloc-backed memory.
+            c.map_region(
+                Gpa::from(0x5000_0000),
+                |g| Hpa::from(0x2_0000_0000 + (g.as_usize() - 0x5000_0000) * 2),
+                0x4000,
+                rw,
+                false,
+            )
+            .unwrap();
+            c.protect(Gpa::from(0x1000), MF::READ).unwrap();
+            c.remap(Gpa::from(0x1000), Hpa::from(0x9000), rw).unwrap();
+            c.unmap(Gpa::from(0x5000_1000)).unwrap();
+            assert_eq!(
+                c.map(Gpa::from(0x1000), Hpa::from(0x8000), PageSize::Size4K, rw),
+                Err(PagingError::AlreadyMapped)
+            );
+        }
+        let probes = [
+            0x1234,
+            0x4000_0000,
+            0x403f_f000,
+            0x5000_0000,
+            0x5000_2000,
+            0x5000_1000,
+        ];
+        probes.map(|g| pt.query(Gpa::from(g)).ok())
+    }};
+}
+
+#[test]
+fn code_written_for_page_table64_runs_on_npt_by_changing_the_type() {
+    npt_tests::reset(npt_tests::DEFAULT_BASE, npt_tests::DEFAULT_FRAMES);
+    let theirs = hypervisor_code!(PageTable64<x86_64::Ept4, x86_64::EptEntry, Frames>);
+    let ours = hypervisor_code!(npt::compat::PageTable64<x86_64::Ept4, Frames>);
+    assert_eq!(theirs, ours);
+    assert_eq!(ours[0], Some((Hpa::from(0x9234), RW, PageSize::Size4K)));
+    assert_eq!(ours[1].map(|q| q.2), Some(PageSize::Size2M));
+    assert_eq!(ours[4].map(|q| q.0), Some(Hpa::from(0x2_0000_4000)));
+    assert_eq!(ours[5], None);
 }
