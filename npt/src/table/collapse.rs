@@ -80,13 +80,16 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
     }
 
     /// The leaf at depth `D` that maps what the table `child` (depth
-    /// `D + 1`) maps, if it maps one contiguous, aligned run with the same
-    /// bits in every entry.
+    /// `D + 1`) maps, if its entries map one contiguous, aligned run with
+    /// the same attributes. Bits outside the attributes and the address
+    /// (accessed and dirty bits the walker sets) are combined: the block
+    /// is accessed or dirty if any page was.
     fn collapsible<D: Depth>(child: u64) -> Option<u64> {
         if !At::<F, D>::LEAF {
             return None;
         }
-        let a = &F::LAYOUT.address;
+        let lay = &F::LAYOUT;
+        let a = &lay.address;
         let p = Self::entries(child);
         let first = Self::read(p, 0);
         if !(At::<F, D::Next>::present(first) && At::<F, D::Next>::is_leaf(first)) {
@@ -96,16 +99,20 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         if pa & (At::<F, D>::SPAN as u64 - 1) != 0 {
             return None;
         }
-        let keep = first & !a.mask() & !At::<F, D::Next>::LEAF_SET;
-        let template = keep | At::<F, D::Next>::LEAF_SET;
+        let same = lay.attr_mask | At::<F, D::Next>::LEAF_SET;
+        let attrs = first & same;
         let step = ((At::<F, D::Next>::SPAN as u64) >> a.pa_shift) << a.lo;
         let mut enc = a.encode(pa);
+        let mut status = 0;
         for k in 0..At::<F, D::Next>::ENTRIES {
-            if Self::read(p, k) != template | enc {
+            let raw = Self::read(p, k);
+            if raw & same != attrs || raw & a.mask() != enc {
                 return None;
             }
+            status |= raw & !same & !a.mask();
             enc = enc.wrapping_add(step);
         }
-        Some(keep | At::<F, D>::LEAF_SET | a.encode(pa))
+        let attrs = attrs & !At::<F, D::Next>::LEAF_SET;
+        Some(attrs | status | At::<F, D>::LEAF_SET | a.encode(pa))
     }
 }

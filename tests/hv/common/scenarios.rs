@@ -353,6 +353,7 @@ pub fn run_all<A: Hv, F: Format>(rep: &mut Report, hv: &mut A, t: &mut Table<F>,
     ro_write(rep, hv, l);
     nx_fetch(rep, hv, l);
     huge_2m(rep, hv, t, l);
+    split_collapse_2m(rep, hv, t, l);
     huge_1g(rep, hv, t, l);
     remap(rep, hv, t, l);
     hv.after_remap(rep, t, l);
@@ -495,6 +496,81 @@ pub fn huge_2m<A: Hv, F: Format>(rep: &mut Report, hv: &mut A, t: &Table<F>, l: 
         leaf && done::<A>(&e) && copied,
         format_args!(
             "leaf={q:x?}; gpa {g_src:#x}->{g_dst:#x} hpa {h_src:#x}->{h_dst:#x} exit={e:x?} copied={copied}"
+        ),
+    );
+}
+
+/// 4a'. Unmapping one 4 KiB page inside the 2 MiB leaf the guest has used
+///      splits it (Arm: break-before-make with the host's TLBIs during
+///      the operation; x86 and RISC-V: the table replaces the leaf, the
+///      batch invalidates): the page faults, its neighbours still read
+///      their frames. Mapping the page back and collapsing rebuilds the
+///      2 MiB leaf, which the guest reads through again.
+pub fn split_collapse_2m<A: Hv, F: Format>(rep: &mut Report, hv: &mut A, t: &mut Table<F>, l: &Layout) {
+    let (near, hole) = (0x1000usize, 0x3000usize);
+    wr(l.h_2m + near, 0x5917_5917_5917_5917);
+    wr(l.h_2m + hole, 0x5933_5933_5933_5933);
+    let g = |off: usize| l.g_2m + off as u64;
+    let warm = (hv.load(g(near)), hv.load(g(hole)));
+    let tf = ok(t.unmap_region(Gpa::from(g(hole) as usize), 0x1000), "unmap 4K of 2M");
+    let split_scope = tf.scope();
+    let mut fl = hv.flush(tf, Scope::Pages);
+    let want_fault = Fault::new(g(hole), Access::Read, Kind::Translation, 3);
+    // One guest run between the flush and `observe` (x86 checks the VMRUN).
+    let h_after = hv.load(g(hole));
+    fl.observe();
+    let n_after = hv.load(g(near));
+    let leaf = t.query(Gpa::from(g(near) as usize)).map(|q| q.size);
+    let split_ok = warm == (Ok(0x5917_5917_5917_5917), Ok(0x5933_5933_5933_5933))
+        && split_scope == Scope::Pages
+        && fl.ok()
+        && n_after == Ok(0x5917_5917_5917_5917)
+        && load_faulted::<A>(&h_after, &want_fault)
+        && leaf == Ok(0x1000);
+    rep.verdict(
+        "split_2m",
+        split_ok,
+        format_args!(
+            "before={warm:x?}; unmap 4K at {:#x}: scope={split_scope:?}, {fl}; near={n_after:x?} (want 0x5917591759175917), hole={h_after:x?} (want {}), leaf size now {leaf:x?}",
+            g(hole),
+            expect::<A>(want_fault)
+        ),
+    );
+
+    ok(
+        t.map(Gpa::from(g(hole) as usize), Hpa::from(l.h_2m + hole), 0x1000, RW),
+        "map the page back",
+    )
+    .ignore();
+    let tf = ok(
+        t.collapse_region_in(Gpa::from(l.g_2m as usize), SIZE_2M, &mut npt::instr::Host),
+        "collapse",
+    );
+    let frees = tf.tables_to_free();
+    let want_scope = if F::FLUSH.split_break_before_make {
+        // The context was invalidated between break and make.
+        Scope::Nothing
+    } else if F::FLUSH.page_covers_tables && 512 <= F::FLUSH.page_limit {
+        Scope::Pages
+    } else {
+        Scope::Context
+    };
+    let scope = tf.scope();
+    let mut fl = hv.flush(tf, want_scope);
+    let h2 = hv.load(g(hole));
+    fl.observe();
+    let n2 = hv.load(g(near));
+    let leaf = t.query(Gpa::from(g(near) as usize)).map(|q| q.size);
+    rep.verdict(
+        "collapse_2m",
+        frees == 1
+            && scope == want_scope
+            && fl.ok()
+            && n2 == Ok(0x5917_5917_5917_5917)
+            && h2 == Ok(0x5933_5933_5933_5933)
+            && leaf == Ok(SIZE_2M),
+        format_args!(
+            "collapse: tables_to_free={frees} (want 1), scope={scope:?} (want {want_scope:?}), {fl}; near={n2:x?} hole={h2:x?}, leaf size {leaf:x?} (want 0x200000)"
         ),
     );
 }
