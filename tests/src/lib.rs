@@ -60,6 +60,16 @@ pub fn read_phys(pa: usize) -> u64 {
     })
 }
 
+/// Writes the 64-bit word at physical address `pa` (what a hardware walker
+/// setting accessed or dirty bits would do).
+pub fn write_phys(pa: usize, value: u64) {
+    ARENA.with(|a| {
+        let mut a = a.borrow_mut();
+        let base = a.base;
+        a.mem[(pa - base) / 8] = value;
+    })
+}
+
 /// The simulated frame allocator.
 pub struct Frames;
 

@@ -333,3 +333,34 @@ fn stage2_collapse_is_break_before_make() {
         (hpa(4 * SIZE_2M + 0x1234), SIZE_2M, RW)
     );
 }
+
+/// Accessed and dirty bits set by the walker (EPT A = bit 8, D = bit 9,
+/// SDM §29.3.5) do not block a collapse: the block is accessed and dirty
+/// if any page was.
+#[test]
+fn collapse_combines_accessed_and_dirty_bits() {
+    let mut t = fresh::<Ept4>();
+    t.map_region(gpa(0), hpa(SIZE_2M), SIZE_2M, RW, false)
+        .unwrap()
+        .ignore();
+    let pte = slot_of(&t, 5 * SIZE_4K, 3);
+    npt_tests::write_phys(pte, entry(pte, 0) | 0x300);
+    let tf = t
+        .collapse_region_in(gpa(0), SIZE_2M, &mut npt::flush::Recorder::default())
+        .unwrap();
+    assert_eq!(tf.tables_to_free(), 1);
+    tf.ignore();
+    let l = leaves(&t);
+    assert_eq!((l.len(), l[0].size), (1, SIZE_2M));
+    assert_eq!(l[0].raw & 0x380, 0x380, "PS, A and D set");
+    // A page with other permissions still blocks it.
+    t.protect_region(gpa(0), SIZE_4K, R).unwrap().ignore();
+    t.protect_region(gpa(0), SIZE_4K, RW).unwrap().ignore();
+    let pte = slot_of(&t, 0, 3);
+    npt_tests::write_phys(pte, entry(pte, 0) & !0x2);
+    let tf = t
+        .collapse_region_in(gpa(0), SIZE_2M, &mut npt::flush::Recorder::default())
+        .unwrap();
+    assert_eq!(tf.tables_to_free(), 0);
+    tf.ignore();
+}
