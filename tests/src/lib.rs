@@ -75,6 +75,10 @@ pub struct Frames;
 
 impl PagingHandler for Frames {
     fn alloc_frames(num: usize, align: usize) -> Option<PhysAddr> {
+        assert!(
+            num > 0 && align.is_power_of_two() && align % 4096 == 0,
+            "npt asked for {num} frames aligned to {align:#x}"
+        );
         ARENA.with(|a| {
             let mut a = a.borrow_mut();
             if let Some(b) = a.budget {
@@ -104,7 +108,12 @@ impl PagingHandler for Frames {
     fn dealloc_frames(paddr: PhysAddr, num: usize) {
         ARENA.with(|a| {
             let mut a = a.borrow_mut();
-            let i = (paddr.as_usize() - a.base) / 4096;
+            let pa = paddr.as_usize();
+            assert!(
+                pa % 4096 == 0 && pa >= a.base && (pa - a.base) / 4096 + num <= a.used.len(),
+                "free of {num} frames at {pa:#x}, which the arena never handed out"
+            );
+            let i = (pa - a.base) / 4096;
             for u in &mut a.used[i..i + num] {
                 assert!(*u, "double free of frame {:#x}", paddr.as_usize());
                 *u = false;
@@ -115,7 +124,14 @@ impl PagingHandler for Frames {
     fn phys_to_virt(paddr: PhysAddr) -> VirtAddr {
         ARENA.with(|a| {
             let a = a.borrow();
-            let off = paddr.as_usize() - a.base;
+            let pa = paddr.as_usize();
+            assert!(
+                pa >= a.base && (pa - a.base) / 4096 < a.used.len(),
+                "phys_to_virt({pa:#x}): not arena memory"
+            );
+            let off = pa - a.base;
+            // npt reaches only frames it holds: a freed frame is off limits.
+            assert!(a.used[off / 4096], "phys_to_virt({pa:#x}): a freed frame");
             VirtAddr::from(a.mem.as_ptr() as usize + off)
         })
     }
