@@ -6,6 +6,7 @@ use memory_addr::{PhysAddr, VirtAddr};
 use page_table_multiarch::PagingHandler;
 use std::cell::RefCell;
 
+pub mod model;
 mod table;
 pub use table::*;
 
@@ -76,7 +77,7 @@ pub struct Frames;
 impl PagingHandler for Frames {
     fn alloc_frames(num: usize, align: usize) -> Option<PhysAddr> {
         assert!(
-            num > 0 && align.is_power_of_two() && align % 4096 == 0,
+            num > 0 && align.is_power_of_two() && align.is_multiple_of(4096),
             "npt asked for {num} frames aligned to {align:#x}"
         );
         ARENA.with(|a| {
@@ -110,7 +111,9 @@ impl PagingHandler for Frames {
             let mut a = a.borrow_mut();
             let pa = paddr.as_usize();
             assert!(
-                pa % 4096 == 0 && pa >= a.base && (pa - a.base) / 4096 + num <= a.used.len(),
+                pa.is_multiple_of(4096)
+                    && pa >= a.base
+                    && (pa - a.base) / 4096 + num <= a.used.len(),
                 "free of {num} frames at {pa:#x}, which the arena never handed out"
             );
             let i = (pa - a.base) / 4096;
