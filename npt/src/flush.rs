@@ -169,6 +169,17 @@ pub trait FlushExecutor {
     ) -> Result<Option<u64>, FlushError>;
     /// Puts back the value `switch_context` returned.
     fn restore_context(&mut self, reg: ContextRegister, old: u64) -> Result<(), FlushError>;
+    /// Called once a batch's recipe has run here, before the batch frees
+    /// the tables it unlinked. INVEPT, HFENCE.GVMA and SVM's TLB_CONTROL
+    /// act on one CPU (or VMCB) only: a hypervisor whose vCPUs of this
+    /// table may run on other CPUs returns from here only once each of
+    /// those CPUs has run the same instructions (by IPI, or SBI remote
+    /// HFENCE.GVMA), and returns an error if one could not; the tables are
+    /// then kept (see [`Unflushed`]). Arm's `...IS` TLBIs are broadcast
+    /// to the Inner Shareable domain and need nothing here.
+    fn complete(&mut self) -> Result<(), FlushError> {
+        Ok(())
+    }
 }
 
 /// How many separate runs of pages a batch lists before it invalidates the
@@ -454,7 +465,11 @@ impl<F: Format> TlbFlush<F> {
             Scope::Nothing => Ok(()),
             Scope::Pages => run(&F::FLUSH.page, &self.ctx, self.pages(), exec),
             Scope::Context => run(&F::FLUSH.context, &self.ctx, core::iter::empty(), exec),
+        }?;
+        if self.scope != Scope::Nothing || self.frees.len() != 0 {
+            exec.complete()?;
         }
+        Ok(())
     }
 }
 

@@ -204,3 +204,58 @@ fn unknown_mapping_flags_are_refused() {
     assert!(leaves(&t).is_empty());
     assert_eq!(live_frames(), 1);
 }
+
+/// A hypervisor with vCPUs on several CPUs: its executor runs the recipe
+/// here, then must see every other CPU run it before the batch frees its
+/// tables (`FlushExecutor::complete`).
+#[test]
+fn tables_are_freed_only_after_every_cpu_confirmed() {
+    use npt::flush::{ContextRegister, FlushExecutor, Issued};
+    use npt::FlushError;
+    struct Smp {
+        local: Vec<Issued>,
+        remote_acks: Option<usize>,
+        frames_at_complete: usize,
+    }
+    impl FlushExecutor for Smp {
+        fn execute(&mut self, op: Issued) -> Result<(), FlushError> {
+            self.local.push(op);
+            Ok(())
+        }
+        fn switch_context(
+            &mut self,
+            _: ContextRegister,
+            _: u64,
+        ) -> Result<Option<u64>, FlushError> {
+            Ok(None)
+        }
+        fn restore_context(&mut self, _: ContextRegister, _: u64) -> Result<(), FlushError> {
+            Ok(())
+        }
+        fn complete(&mut self) -> Result<(), FlushError> {
+            // "IPI" the other CPU with the same instructions, wait for it.
+            self.frames_at_complete = live_frames();
+            match self.remote_acks {
+                Some(_) => Ok(()),
+                None => Err(FlushError::Unsupported(self.local[0].instr)),
+            }
+        }
+    }
+    let mut t = fresh::<Ept4>();
+    t.map(gpa(0), hpa(0), SIZE_4K, RW).unwrap().ignore();
+    let before = live_frames();
+    let tf = t.unmap_region(gpa(0), SIZE_4K).unwrap();
+    // A CPU that does not answer: nothing freed, the batch comes back.
+    let mut smp = Smp {
+        local: Vec::new(),
+        remote_acks: None,
+        frames_at_complete: 0,
+    };
+    let failed = tf.flush_with(&mut smp).unwrap_err();
+    assert_eq!(live_frames(), before);
+    // Retried once every CPU answers: freed after `complete`, not before.
+    smp.remote_acks = Some(1);
+    failed.batch.flush_with(&mut smp).unwrap();
+    assert_eq!(smp.frames_at_complete, before, "still held during complete");
+    assert_eq!(live_frames(), before - 3);
+}
