@@ -263,16 +263,8 @@ fn predict(
     match *op {
         Op::Map {
             gpa, size, flags, ..
-        } => {
-            if flags == illegal {
-                return Err(illegal_flags(flags));
-            }
-            match model.range(gpa..gpa + size).next() {
-                Some((p, _)) => Err(Error::AlreadyMapped { gpa: (*p).into() }),
-                None => Ok(()),
-            }
         }
-        Op::MapScattered {
+        | Op::MapScattered {
             gpa, size, flags, ..
         } => {
             if flags == illegal {

@@ -142,14 +142,21 @@ fn protect_of_part_of_a_huge_page_splits_only_what_changes() {
     }
 }
 
-#[test]
-fn stage2_splits_by_break_before_make() {
+/// A Stage2Ipa39 table with one 2 MiB block (IPA 2 MiB -> PA 8 MiB), its
+/// level-2 entry's address and value.
+fn stage2_block() -> (Table<Stage2Ipa39>, usize, u64) {
     let mut t = fresh::<Stage2Ipa39>();
     t.map_region(gpa(SIZE_2M), hpa(4 * SIZE_2M), SIZE_2M, RW, true)
         .unwrap()
         .ignore();
     let l2 = slot_of(&t, SIZE_2M, 1);
     let block = entry(l2, 0);
+    (t, l2, block)
+}
+
+#[test]
+fn stage2_splits_by_break_before_make() {
+    let (mut t, l2, block) = stage2_block();
     assert_eq!(block & 0b11, 0b01, "a block descriptor");
     let mut probe = Probe::new(l2);
     let tf = t
@@ -182,12 +189,7 @@ fn stage2_splits_by_break_before_make() {
 
 #[test]
 fn stage2_split_whose_invalidation_fails_changes_nothing() {
-    let mut t = fresh::<Stage2Ipa39>();
-    t.map_region(gpa(SIZE_2M), hpa(4 * SIZE_2M), SIZE_2M, RW, true)
-        .unwrap()
-        .ignore();
-    let l2 = slot_of(&t, SIZE_2M, 1);
-    let block = entry(l2, 0);
+    let (mut t, l2, block) = stage2_block();
     let frames = live_frames();
     let mut probe = Probe::new(l2);
     probe.fail = true;

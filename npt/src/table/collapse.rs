@@ -55,17 +55,12 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
                 if let Some(block) = Self::collapsible::<D>(next).filter(|_| whole) {
                     let pages = At::<F, D>::SPAN >> F::LAYOUT.geometry.granule_shift;
                     if F::FLUSH.split_break_before_make {
-                        Self::write(p, idx, 0);
-                        let ctx = tf.context();
-                        let ran = crate::flush::run_context(&F::FLUSH.context, ctx, exec);
-                        if ran.is_err() {
-                            Self::write(p, idx, raw);
-                            return Err(Error::SplitInvalidation {
-                                gpa: cur.into(),
-                                size: At::<F, D>::SPAN,
-                            });
-                        }
-                        Self::write(p, idx, block);
+                        // The table's leaves and walk-cache entries go
+                        // with one context invalidation.
+                        let ctx = *tf.context();
+                        Self::break_before_make::<D>(p, idx, raw, block, cur, || {
+                            crate::flush::run_context(&F::FLUSH.context, &ctx, exec)
+                        })?;
                     } else {
                         Self::write(p, idx, block);
                         tf.add_unlinked(cur, pages);

@@ -133,17 +133,14 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
                 Self::fill_split::<D>(child, raw, pa);
                 let desc = F::LAYOUT.table(child);
                 if F::FLUSH.split_break_before_make {
-                    // Break, invalidate, make.
-                    Self::write(p, idx, 0);
-                    if crate::flush::run_page(&F::FLUSH.page, tf.context(), base, exec).is_err() {
-                        Self::write(p, idx, raw);
+                    let ctx = *tf.context();
+                    let ran = Self::break_before_make::<D>(p, idx, raw, desc, base, || {
+                        crate::flush::run_page(&F::FLUSH.page, &ctx, base, exec)
+                    });
+                    if let Err(e) = ran {
                         reserve.push(&Self::ops(), child);
-                        return Err(Error::SplitInvalidation {
-                            gpa: base.into(),
-                            size: At::<F, D>::SPAN,
-                        });
+                        return Err(e);
                     }
-                    Self::write(p, idx, desc);
                 } else {
                     // Replace, then invalidate the old leaf with the batch.
                     Self::write(p, idx, desc);
@@ -154,6 +151,30 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Replaces the live entry `old` at `p[idx]` (depth `D`, mapping from
+    /// `gpa`) by `new` the Arm way: invalid entry, the invalidation
+    /// `invalidate` runs now, then `new`. If the invalidation fails, `old`
+    /// is put back and nothing changed.
+    pub(crate) fn break_before_make<D: Depth>(
+        p: *mut u64,
+        idx: usize,
+        old: u64,
+        new: u64,
+        gpa: usize,
+        invalidate: impl FnOnce() -> Result<(), crate::error::FlushError>,
+    ) -> Result<(), Error> {
+        Self::write(p, idx, 0);
+        if invalidate().is_err() {
+            Self::write(p, idx, old);
+            return Err(Error::SplitInvalidation {
+                gpa: gpa.into(),
+                size: At::<F, D>::SPAN,
+            });
+        }
+        Self::write(p, idx, new);
+        Ok(())
     }
 
     /// Fills `child` (a table at depth `D + 1`) with leaves mapping what the

@@ -620,16 +620,10 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
             Decoded::Leaf(_) => {
                 let new = Self::leaf::<D>(hpa, attrs);
                 if F::FLUSH.split_break_before_make && new != raw {
-                    // Break, invalidate, make.
-                    Self::write(p, idx, 0);
-                    if crate::flush::run_page(&F::FLUSH.page, tf.context(), gpa, exec).is_err() {
-                        Self::write(p, idx, raw);
-                        return Err(Error::SplitInvalidation {
-                            gpa: gpa.into(),
-                            size: At::<F, D>::SPAN,
-                        });
-                    }
-                    Self::write(p, idx, new);
+                    let ctx = *tf.context();
+                    Self::break_before_make::<D>(p, idx, raw, new, gpa, || {
+                        crate::flush::run_page(&F::FLUSH.page, &ctx, gpa, exec)
+                    })?;
                 } else if new != raw {
                     Self::write(p, idx, new);
                     tf.add_page(gpa);
