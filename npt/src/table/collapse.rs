@@ -44,9 +44,7 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
             return Ok(());
         }
         let p = Self::entries(table);
-        let mut cur = start;
-        while cur < end {
-            let ce = At::<F, D>::chunk_end(cur, end);
+        for (cur, ce) in At::<F, D>::chunks(start, end) {
             let idx = At::<F, D>::index(cur);
             let raw = Self::read(p, idx);
             if let Decoded::Table(next) = At::<F, D>::decode(raw) {
@@ -69,7 +67,6 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
                     tf.free_later(next);
                 }
             }
-            cur = ce;
         }
         Ok(())
     }

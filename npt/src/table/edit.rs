@@ -43,9 +43,7 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
             return Ok(0);
         }
         let mut need = 0;
-        let mut cur = start;
-        while cur < end {
-            let ce = At::<F, D>::chunk_end(cur, end);
+        for (cur, ce) in At::<F, D>::chunks(start, end) {
             let raw = Self::read(p, At::<F, D>::index(cur));
             match At::<F, D>::decode(raw) {
                 Decoded::Invalid | Decoded::Reserved => {
@@ -64,7 +62,6 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
                     }
                 }
             }
-            cur = ce;
         }
         Ok(need)
     }
@@ -212,9 +209,7 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
             return;
         }
         let pages_per_entry = At::<F, D>::SPAN >> F::LAYOUT.geometry.granule_shift;
-        let mut cur = start;
-        while cur < end {
-            let ce = At::<F, D>::chunk_end(cur, end);
+        for (cur, ce) in At::<F, D>::chunks(start, end) {
             let idx = At::<F, D>::index(cur);
             match At::<F, D>::decode(Self::read(p, idx)) {
                 Decoded::Leaf(_) => {
@@ -239,7 +234,6 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
                 }
                 Decoded::Invalid | Decoded::Reserved => {}
             }
-            cur = ce;
         }
     }
 
@@ -302,9 +296,7 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
             tf.add_pages(run, len);
             return;
         }
-        let mut cur = start;
-        while cur < end {
-            let ce = At::<F, D>::chunk_end(cur, end);
+        for (cur, ce) in At::<F, D>::chunks(start, end) {
             let idx = At::<F, D>::index(cur);
             let raw = Self::read(p, idx);
             match At::<F, D>::decode(raw) {
@@ -318,7 +310,6 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
                 Decoded::Table(next) => Self::protect_rec::<D::Next>(next, cur, ce, attrs, tf),
                 Decoded::Invalid | Decoded::Reserved => {}
             }
-            cur = ce;
         }
     }
 }

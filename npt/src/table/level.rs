@@ -100,6 +100,21 @@ impl<F: Format, D: Depth> At<F, D> {
         Self::base(cur).saturating_add(Self::SPAN).min(end)
     }
 
+    /// The pieces of `start..end` that fall in one entry each, as
+    /// `(first, end)` pairs.
+    #[inline(always)]
+    pub fn chunks(start: usize, end: usize) -> impl Iterator<Item = (usize, usize)> {
+        let mut cur = start;
+        core::iter::from_fn(move || {
+            (cur < end).then(|| {
+                let ce = Self::chunk_end(cur, end);
+                let chunk = (cur, ce);
+                cur = ce;
+                chunk
+            })
+        })
+    }
+
     /// Whether `raw` is present.
     #[inline(always)]
     pub fn present(raw: u64) -> bool {

@@ -131,9 +131,7 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
             return Ok(0);
         }
         let mut need = 0;
-        let mut cur = start;
-        while cur < end {
-            let ce = At::<F, D>::chunk_end(cur, end);
+        for (cur, ce) in At::<F, D>::chunks(start, end) {
             let raw = Self::read(p, At::<F, D>::index(cur));
             let fits = Self::fits::<D, T>(job, cur, ce)?;
             match At::<F, D>::decode(raw) {
@@ -146,7 +144,6 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
                 }
                 _ => return Err(Error::AlreadyMapped { gpa: cur.into() }),
             }
-            cur = ce;
         }
         Ok(need)
     }
@@ -163,13 +160,10 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
             return Ok(0);
         }
         let mut need = 0;
-        let mut cur = start;
-        while cur < end {
-            let ce = At::<F, D>::chunk_end(cur, end);
+        for (cur, ce) in At::<F, D>::chunks(start, end) {
             if !Self::fits::<D, T>(job, cur, ce)? {
                 need += 1 + Self::plan_fresh::<D::Next, T>(cur, ce, job)?;
             }
-            cur = ce;
         }
         Ok(need)
     }
@@ -214,9 +208,7 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
             }
             return;
         }
-        let mut cur = start;
-        while cur < end {
-            let ce = At::<F, D>::chunk_end(cur, end);
+        for (cur, ce) in At::<F, D>::chunks(start, end) {
             let idx = At::<F, D>::index(cur);
             let raw = if fresh { 0 } else { Self::read(p, idx) };
             match Self::fits::<D, T>(job, cur, ce) {
@@ -246,7 +238,6 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
                 },
                 Err(_) => Self::unstable(job, cur),
             }
-            cur = ce;
         }
     }
 
