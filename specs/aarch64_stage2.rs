@@ -292,14 +292,23 @@
             // smaller entries is a change of block size and needs
             // break-before-make (unless FEAT_BBM level 2, not assumed).
             split_break_before_make = true;
+            // On a VHE host (HCR_EL2.E2H = 1) with TGE = 1, TLBI VMALLE1IS
+            // would invalidate the host's EL2&0 regime, not the guest's
+            // EL1&0 (Arm ARM D8.16 and the TLBI VMALLE1IS description:
+            // "When HCR_EL2.{E2H, TGE} == {1, 1} ... the EL2&0 translation
+            // regime"): TGE is cleared while a recipe runs, as Linux KVM's
+            // __tlb_switch_to_guest does; on a non-VHE host it already
+            // reads 0 and nothing is switched.
             page {
                 current = VTTBR_EL2;
+                clear = [HCR_EL2_TGE];
                 before = [dsb_ishst];
                 each = [tlbi_ipas2e1is(gpa >> 12)];
                 after = [dsb_ish, tlbi_vmalle1is, dsb_ish, isb];
             }
             context {
                 current = VTTBR_EL2;
+                clear = [HCR_EL2_TGE];
                 before = [dsb_ishst];
                 after = [tlbi_vmalls12e1is, dsb_ish, isb];
             }

@@ -793,6 +793,31 @@ fn check_flush(f: &Format, errs: &mut Errors) {
 
 fn check_recipe(f: &Format, scope: &str, r: &Recipe, errs: &mut Errors) {
     let arch = f.arch.value;
+    for bit in &r.clear {
+        match vocab::context_register(&bit.to_string()) {
+            Some((_, a)) if a == arch && bit != "VTTBR_EL2" => {}
+            _ => {
+                let known: Vec<&str> = vocab::CONTEXT_REGISTERS
+                    .iter()
+                    .filter(|(n, _, a)| *a == arch && *n != "VTTBR_EL2")
+                    .map(|(n, _, _)| *n)
+                    .collect();
+                let msg = if known.is_empty() {
+                    format!(
+                        "`{bit}` cannot be cleared: {} has no register bits a recipe clears; remove `clear`",
+                        arch.target_arch()
+                    )
+                } else {
+                    format!(
+                        "`{bit}` is not a register bit the runtime can clear for {}; known: {}",
+                        arch.target_arch(),
+                        known.join(", ")
+                    )
+                };
+                errs.error(bit.span(), msg);
+            }
+        }
+    }
     if let Some(cur) = &r.current {
         match vocab::context_register(&cur.to_string()) {
             None => {

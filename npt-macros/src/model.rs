@@ -339,6 +339,8 @@ pub struct Flush {
 #[derive(Clone)]
 pub struct Recipe {
     pub current: Option<Ident>,
+    /// Register bits that must read 0 while the recipe runs.
+    pub clear: Vec<Ident>,
     pub before: Vec<Step>,
     pub each: Vec<Step>,
     pub after: Vec<Step>,
@@ -1502,12 +1504,36 @@ fn recipe(node: &Node, errs: &mut Errors) -> Option<Recipe> {
         };
         items.iter().filter_map(|i| step(i, errs)).collect()
     };
+    let clear = match b.one("clear", errs) {
+        None => Vec::new(),
+        Some(n) => value_of(n, errs, "[HCR_EL2_TGE]")
+            .and_then(|v| list_items(v, errs, "clear"))
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(
+                        |i| match i.clone().into_iter().collect::<Vec<_>>().as_slice() {
+                            [TokenTree::Ident(id)] => Some(id.clone()),
+                            _ => {
+                                errs.error(
+                                    first_span(i),
+                                    "`clear` lists register bits by name, `clear = [HCR_EL2_TGE];`",
+                                );
+                                None
+                            }
+                        },
+                    )
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
     let before = steps("before", &mut b, errs);
     let each = steps("each", &mut b, errs);
     let after = steps("after", &mut b, errs);
-    b.finish(&["current", "before", "each", "after"], errs);
+    b.finish(&["current", "clear", "before", "each", "after"], errs);
     Some(Recipe {
         current,
+        clear,
         before,
         each,
         after,

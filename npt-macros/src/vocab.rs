@@ -58,7 +58,10 @@ pub const INSTRUCTIONS: &[Instruction] = &[
 /// (spec register name, runtime `npt::flush::ContextRegister` variant,
 /// architecture): registers a recipe can require to hold this table's value
 /// while it runs.
-pub const CONTEXT_REGISTERS: &[(&str, &str, Arch)] = &[("VTTBR_EL2", "VttbrEl2", Arch::Aarch64)];
+pub const CONTEXT_REGISTERS: &[(&str, &str, Arch)] = &[
+    ("VTTBR_EL2", "VttbrEl2", Arch::Aarch64),
+    ("HCR_EL2_TGE", "HcrEl2Tge", Arch::Aarch64),
+];
 
 pub fn instruction(name: &str) -> Option<&'static Instruction> {
     INSTRUCTIONS.iter().find(|i| i.name == name)

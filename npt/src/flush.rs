@@ -73,6 +73,15 @@ pub struct Step {
 pub enum ContextRegister {
     /// VTTBR_EL2.
     VttbrEl2,
+    /// HCR_EL2.TGE (bit 27), read and written as 0 or 1. On a VHE host
+    /// (HCR_EL2.E2H = 1) running with TGE = 1, EL1 TLB maintenance such as
+    /// `TLBI VMALLE1IS` targets the EL2&0 regime instead of the guest's
+    /// EL1&0 (Arm ARM D8.16, "TLB maintenance instructions": the regime an
+    /// EL1 operation applies to when {E2H, TGE} = {1, 1}); recipes clear it
+    /// while they run, as Linux KVM's `__tlb_switch_to_guest` does. On a
+    /// VHE host, run such a flush with interrupts masked, as KVM does:
+    /// while TGE is 0 the host is not in its own regime.
+    HcrEl2Tge,
 }
 
 /// The instruction sequence for one scope.
@@ -80,6 +89,9 @@ pub enum ContextRegister {
 pub struct Recipe {
     /// The register to make current, and the context slot holding its value.
     pub current: Option<(ContextRegister, u8)>,
+    /// Register bits that must read 0 while the recipe runs (after
+    /// `current` is switched; restored before it).
+    pub clear: &'static [ContextRegister],
     /// Run once first.
     pub before: &'static [Step],
     /// Run once per invalidated leaf.
@@ -116,6 +128,7 @@ pub struct FlushSpec {
 
 const STUB_RECIPE: Recipe = Recipe {
     current: None,
+    clear: &[],
     before: &[],
     each: &[],
     after: &[],
@@ -533,10 +546,24 @@ fn run(
             .map(|old| (reg, old)),
         None => None,
     };
-    let mut result = recipe
-        .before
-        .iter()
-        .try_for_each(|s| issue(s, ctx, 0, exec));
+    // At most one bit per context register the runtime knows.
+    let mut cleared: [Option<(ContextRegister, u64)>; 2] = [None; 2];
+    let mut result = Ok(());
+    for (slot, &reg) in cleared.iter_mut().zip(recipe.clear) {
+        match exec.switch_context(reg, 0) {
+            Ok(old) => *slot = old.map(|o| (reg, o)),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    if result.is_ok() {
+        result = recipe
+            .before
+            .iter()
+            .try_for_each(|s| issue(s, ctx, 0, exec));
+    }
     if result.is_ok() {
         result = pages.try_for_each(|gpa| {
             recipe
@@ -547,6 +574,9 @@ fn run(
     }
     if result.is_ok() {
         result = recipe.after.iter().try_for_each(|s| issue(s, ctx, 0, exec));
+    }
+    for &(reg, old) in cleared.iter().rev().flatten() {
+        exec.restore_context(reg, old)?;
     }
     if let Some((reg, old)) = switched {
         exec.restore_context(reg, old)?;
@@ -575,6 +605,8 @@ pub struct Recorder {
     pub events: alloc::vec::Vec<Event>,
     /// The value context registers hold before a switch.
     pub current_value: u64,
+    /// Whether HCR_EL2.TGE reads 1 (a VHE host in its own context).
+    pub tge: bool,
 }
 
 #[cfg(feature = "alloc")]
@@ -606,11 +638,15 @@ impl FlushExecutor for Recorder {
         reg: ContextRegister,
         value: u64,
     ) -> Result<Option<u64>, FlushError> {
-        if value == self.current_value {
+        let now = match reg {
+            ContextRegister::HcrEl2Tge => self.tge as u64,
+            ContextRegister::VttbrEl2 => self.current_value,
+        };
+        if value == now {
             return Ok(None);
         }
         self.events.push(Event::Switch(reg, value));
-        Ok(Some(self.current_value))
+        Ok(Some(now))
     }
 
     fn restore_context(&mut self, reg: ContextRegister, old: u64) -> Result<(), FlushError> {

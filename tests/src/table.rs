@@ -108,8 +108,8 @@ pub fn all_combinations() -> impl Iterator<Item = MF> {
 /// Flushes `tf` into a `Recorder` whose context registers hold `current_value`, and returns it.
 pub fn record<F: Format>(tf: TlbFlush<F>, current_value: u64) -> Recorder {
     let mut rec = Recorder {
-        events: Vec::new(),
         current_value,
+        ..Recorder::default()
     };
     tf.flush_with(&mut rec).unwrap();
     rec

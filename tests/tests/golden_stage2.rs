@@ -24,7 +24,7 @@ use npt::aarch64::{
     MemAttr, S2Ap, Shareability, Stage2Descriptor, Stage2Ipa39, Stage2Ipa40, Stage2Ipa48,
     Stage2Params, Stage2Xn,
 };
-use npt::flush::{Arg, ContextRegister, Event, Instr, Issued, Scope};
+use npt::flush::{Arg, ContextRegister, Event, Instr, Issued, Recorder, Scope};
 use npt::size::{SIZE_1G, SIZE_2M, SIZE_4K};
 use npt::{
     Error, Format, GenericPTE, GuestPhysAddr as Gpa, HostPhysAddr as Hpa, Leaf, MappingFlags as MF,
@@ -1115,4 +1115,37 @@ fn memory_type_changes_need_break_before_make() {
     map(&mut t, 0x1000, 0x5000, SIZE_4K, RW | MF::DEVICE);
     // MemAttr 0b0001 (Device-nGnRE) in bits 5:2.
     assert_eq!(raw_leaf(&t, 0x1000) & 0x3c, 0x04);
+}
+
+/// On a VHE host (HCR_EL2.E2H = 1) the hypervisor runs with TGE = 1, and
+/// then TLBI VMALLE1IS and VMALLS12E1IS would act on the EL2&0 regime, not
+/// the guest's EL1&0 (Arm ARM D8.16; the TLBI VMALLE1IS description). Both
+/// recipes clear TGE after making the VMID current and set it back before
+/// restoring VTTBR_EL2, as Linux KVM's `__tlb_switch_to_guest` does. On a
+/// non-VHE host TGE already reads 0: nothing is switched (the golden
+/// recipes above).
+#[test]
+fn vhe_hosts_clear_tge_around_the_tlbis() {
+    let mut t = fresh_vmid::<Stage2Ipa39>(7);
+    map_pages(&mut t, 0x20_0000, 2);
+    for (tf, body) in [
+        (
+            t.unmap_region(Gpa::from(0x20_0000), SIZE_4K).unwrap(),
+            page_recipe(&[0x200]),
+        ),
+        (t.invalidate_context(), context_recipe()),
+    ] {
+        let mut rec = Recorder {
+            current_value: OTHER_VTTBR,
+            tge: true,
+            ..Recorder::default()
+        };
+        tf.flush_with(&mut rec).unwrap();
+        // Switch VTTBR, clear TGE, the recipe, set TGE, restore VTTBR.
+        let mut want = body.clone();
+        want.insert(1, Event::Switch(ContextRegister::HcrEl2Tge, 0));
+        let last = want.len() - 1;
+        want.insert(last, Event::Restore(ContextRegister::HcrEl2Tge, 1));
+        assert_eq!(rec.events, want);
+    }
 }

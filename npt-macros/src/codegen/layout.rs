@@ -55,10 +55,17 @@ fn recipe(f: &Format, r: &Recipe) -> TokenStream {
         }
         None => quote!(::core::option::Option::None),
     };
+    let clear = r.clear.iter().map(|c| {
+        let v = Ident::new(
+            vocab::context_register(&c.to_string()).map_or("HcrEl2Tge", |(v, _)| v),
+            c.span(),
+        );
+        quote!(::npt::flush::ContextRegister::#v)
+    });
     let before = steps(&r.before);
     let each = steps(&r.each);
     let after = steps(&r.after);
-    quote!(::npt::flush::Recipe { current: #current, before: #before, each: #each, after: #after })
+    quote!(::npt::flush::Recipe { current: #current, clear: &[#(#clear),*], before: #before, each: #each, after: #after })
 }
 
 pub fn generate(f: &Format) -> TokenStream {

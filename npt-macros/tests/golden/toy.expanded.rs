@@ -503,6 +503,7 @@ impl ::npt::Format for Toy {
         split_break_before_make: true,
         page: ::npt::flush::Recipe {
             current: ::core::option::Option::None,
+            clear: &[],
             before: &[],
             each: &[
                 ::npt::flush::Step {
@@ -517,6 +518,7 @@ impl ::npt::Format for Toy {
         },
         context: ::npt::flush::Recipe {
             current: ::core::option::Option::None,
+            clear: &[],
             before: &[],
             each: &[],
             after: &[
@@ -531,6 +533,7 @@ impl ::npt::Format for Toy {
         },
         all: ::npt::flush::Recipe {
             current: ::core::option::Option::None,
+            clear: &[],
             before: &[],
             each: &[],
             after: &[

@@ -39,8 +39,19 @@ pub fn read_context(reg: ContextRegister) -> Option<u64> {
             };
             Some(v)
         }
+        ContextRegister::HcrEl2Tge => {
+            let v: u64;
+            // SAFETY: reading HCR_EL2 at EL2 has no side effects.
+            unsafe {
+                asm!("mrs {}, hcr_el2", out(reg) v, options(nomem, nostack, preserves_flags))
+            };
+            Some((v >> HCR_TGE_BIT) & 1)
+        }
     }
 }
+
+/// HCR_EL2.TGE (Arm ARM D19.2, HCR_EL2).
+const HCR_TGE_BIT: u32 = 27;
 
 /// # Safety
 /// Must run at EL2 with `value` a valid VTTBR_EL2 value.
@@ -49,6 +60,14 @@ pub unsafe fn write_context(reg: ContextRegister, value: u64) {
         ContextRegister::VttbrEl2 => {
             // The ISB makes the new VMID current for the TLBIs that follow.
             asm!("msr vttbr_el2, {}", "isb", in(reg) value, options(nostack, preserves_flags));
+        }
+        ContextRegister::HcrEl2Tge => {
+            // Read-modify-write of the one bit; the ISB makes it take effect
+            // for the TLB maintenance that follows.
+            let mut hcr: u64;
+            asm!("mrs {}, hcr_el2", out(reg) hcr, options(nomem, nostack, preserves_flags));
+            hcr = (hcr & !(1 << HCR_TGE_BIT)) | ((value & 1) << HCR_TGE_BIT);
+            asm!("msr hcr_el2, {}", "isb", in(reg) hcr, options(nostack, preserves_flags));
         }
     }
 }
