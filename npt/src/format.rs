@@ -321,6 +321,104 @@ impl Layout {
     }
 }
 
+/// `Layout::flags` as one table lookup: the bits the decode rules read are
+/// gathered into an index (at most four runs of bits, ten bits in all) and
+/// the `MappingFlags` of every combination are computed at compile time.
+#[derive(Clone, Copy, Debug)]
+pub struct FlagsTable {
+    /// (lowest bit, width, position in the index) of each run.
+    runs: [(u32, u32, u32); 4],
+    nruns: usize,
+    /// Whether the rules fit (otherwise `get` is not to be used).
+    pub usable: bool,
+    table: [u8; 1 << 10],
+}
+
+impl FlagsTable {
+    /// The table for `lay`'s decode rules.
+    // Const evaluation: an index out of range is a compile error.
+    #[allow(clippy::indexing_slicing)]
+    pub const fn build(lay: &Layout) -> Self {
+        let mut union = 0u64;
+        let mut g = 0;
+        while g < lay.decode.len() {
+            let group = lay.decode[g];
+            let mut r = 0;
+            while r < group.len() {
+                union |= group[r].mask;
+                r += 1;
+            }
+            g += 1;
+        }
+        let mut t = FlagsTable {
+            runs: [(0, 0, 0); 4],
+            nruns: 0,
+            usable: true,
+            table: [0; 1 << 10],
+        };
+        let mut m = union;
+        let mut pos = 0u32;
+        while m != 0 {
+            let lo = m.trailing_zeros();
+            let width = (!(m >> lo)).trailing_zeros();
+            if t.nruns == 4 || pos + width > 10 {
+                t.usable = false;
+                return t;
+            }
+            t.runs[t.nruns] = (lo, width, pos);
+            t.nruns += 1;
+            pos += width;
+            m &= !(((1u64 << width) - 1) << lo);
+        }
+        let mut idx = 0usize;
+        while idx < 1 << pos {
+            // The entry whose gathered bits are `idx`.
+            let mut raw = 0u64;
+            let mut k = 0;
+            while k < t.nruns {
+                let (lo, width, at) = t.runs[k];
+                raw |= (((idx >> at) as u64) & ((1u64 << width) - 1)) << lo;
+                k += 1;
+            }
+            t.table[idx] = flags_of(lay, raw) as u8;
+            idx += 1;
+        }
+        t
+    }
+
+    /// The `MappingFlags` bits of the leaf `raw`.
+    #[inline(always)]
+    pub fn get(&self, raw: u64) -> usize {
+        let mut idx = 0usize;
+        for &(lo, width, at) in self.runs.iter().take(self.nruns) {
+            idx |= (((raw >> lo) & ((1u64 << width) - 1)) as usize) << at;
+        }
+        self.table
+            .get(idx & ((1 << 10) - 1))
+            .map_or(0, |&b| b as usize)
+    }
+}
+
+/// `Layout::flags`, in const evaluation.
+#[allow(clippy::indexing_slicing)]
+const fn flags_of(lay: &Layout, raw: u64) -> usize {
+    let mut bits = 0;
+    let mut g = 0;
+    while g < lay.decode.len() {
+        let group = lay.decode[g];
+        let mut r = 0;
+        while r < group.len() {
+            if raw & group[r].mask == group[r].value {
+                bits |= group[r].flags;
+                break;
+            }
+            r += 1;
+        }
+        g += 1;
+    }
+    bits & 0x3f
+}
+
 /// A nested-page-table format: the generator implements this for the format
 /// type of each spec.
 pub trait Format: 'static + Send + Sync {

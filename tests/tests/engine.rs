@@ -717,3 +717,30 @@ fn ept_and_sv39x4_change_memory_types_in_place() {
     t.protect(gpa(0x1000), RW | MF::UNCACHED).unwrap().ignore();
     assert_eq!(t.query(gpa(0x1000)).unwrap().flags, RW | MF::UNCACHED);
 }
+
+/// The compile-time flags table reads every entry as the decode rules do.
+fn flags_table_agrees<F: Format>() {
+    let table = npt::format::FlagsTable::build(&F::LAYOUT);
+    assert!(table.usable, "{}", F::NAME);
+    let mut x = 0x0123_4567_89ab_cdefu64;
+    for _ in 0..200_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        assert_eq!(
+            table.get(x),
+            F::LAYOUT.flags(x).bits(),
+            "{}: {x:#x}",
+            F::NAME
+        );
+    }
+}
+
+#[test]
+fn flags_table_agrees_with_the_decode_rules() {
+    flags_table_agrees::<Ept4>();
+    flags_table_agrees::<npt::x86_64::Npt4>();
+    flags_table_agrees::<Stage2Ipa39>();
+    flags_table_agrees::<npt::aarch64::Stage2Ipa48>();
+    flags_table_agrees::<Sv39x4>();
+}

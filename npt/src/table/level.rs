@@ -3,7 +3,7 @@
 //! its descriptors decode) is a constant of the monomorphised code, folded
 //! into masks and shifts, never looked up at run time.
 
-use crate::format::{Decoded, Format, Layout, Level};
+use crate::format::{Decoded, FlagsTable, Format, Layout, Level};
 use core::marker::PhantomData;
 
 /// A depth in the walk, root = 0. `Next` is the depth below (the deepest
@@ -54,6 +54,13 @@ const fn level_at(levels: &[Level], n: usize) -> Level {
     } else {
         PAST_THE_END
     }
+}
+
+/// Format `F`'s flags table, built at compile time.
+pub(crate) struct FlagsOf<F>(PhantomData<F>);
+
+impl<F: Format> FlagsOf<F> {
+    pub const TABLE: &'static FlagsTable = &FlagsTable::build(&F::LAYOUT);
 }
 
 /// Level `D` of format `F`, as constants.
@@ -113,6 +120,17 @@ impl<F: Format, D: Depth> At<F, D> {
                 chunk
             })
         })
+    }
+
+    /// The `MappingFlags` of the leaf `raw` (a table lookup).
+    #[inline(always)]
+    pub fn flags(raw: u64) -> page_table_entry::MappingFlags {
+        let bits = if FlagsOf::<F>::TABLE.usable {
+            FlagsOf::<F>::TABLE.get(raw)
+        } else {
+            F::LAYOUT.flags(raw).bits()
+        };
+        page_table_entry::MappingFlags::from_bits_truncate(bits)
     }
 
     /// Whether `raw` is present.

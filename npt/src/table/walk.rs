@@ -32,7 +32,7 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         if At::<F, D>::is_leaf(raw) {
             return Some(Translation {
                 hpa: (pa + (addr & (At::<F, D>::SPAN - 1))).into(),
-                flags: F::LAYOUT.flags(raw),
+                flags: At::<F, D>::flags(raw),
                 size: At::<F, D>::SPAN,
             });
         }
@@ -60,7 +60,7 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
                     size: At::<F, D>::SPAN,
                     level: D::N,
                     raw,
-                    flags: F::LAYOUT.flags(raw),
+                    flags: At::<F, D>::flags(raw),
                 }),
                 Decoded::Invalid | Decoded::Reserved => {}
             }
