@@ -89,6 +89,10 @@
         bit DBM = 51;
         /// Contiguous hint (bit 52).
         bit CONTIGUOUS = 52;
+        /// Bit 55, reserved for software use in stage-2 block and page
+        /// descriptors (Arm ARM D8.3, bits [58:55]): npt marks leaves it
+        /// write-protected for dirty logging.
+        bit SW55 = 55;
 
         /// Stage-2 memory attributes, MemAttr[3:0] (bits 5:2), FEAT_S2FWB
         /// disabled: MemAttr[3:2] = 00 is Device with MemAttr[1:0] the
@@ -272,6 +276,8 @@
             /// Bit 31 is RES1.
             field res1 { bits = 31:31; value = 1; }
         }
+
+        dirty_log_bit = SW55;
 
         flush {
             cite = "Arm ARM D8.16 (TLB maintenance) and C5.5: TLBI IPAS2E1IS takes IPA[47:12] in Xt[35:0] and invalidates stage-2-only entries, so cached combined stage-1+2 entries need TLBI VMALLE1IS; both act on the VMID in VTTBR_EL2";

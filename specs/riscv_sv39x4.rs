@@ -52,6 +52,11 @@
         bit U = 4;
         /// Global (not used by G-stage; left 0).
         bit G = 5;
+        /// RSW bit 8, reserved for supervisor software (privileged spec,
+        /// "Sv39": RSW is ignored by the implementation; G-stage PTEs share
+        /// the format): npt marks leaves it write-protected for dirty
+        /// logging.
+        bit RSW8 = 8;
         /// Accessed: preset, since hardware may fault instead of setting it.
         bit A = 6;
         /// Dirty: preset, since hardware may fault instead of setting it.
@@ -132,6 +137,8 @@
             /// MODE 8: Sv39x4.
             field mode { bits = 63:60; value = 8; }
         }
+
+        dirty_log_bit = RSW8;
 
         flush {
             cite = "RISC-V Privileged ISA, Hypervisor Memory-Management Fence Instructions: HFENCE.GVMA rs1 = GPA >> 2, rs2 = VMID; rs1 = x0 covers every address";

@@ -55,6 +55,10 @@
         bit D = 9;
         /// User-mode execute access (bit 10) under mode-based execute control.
         bit XU = 10;
+        /// Bit 11, ignored by the processor in every EPT entry (SDM Vol. 3C
+        /// §29.3.2, the "Format of an EPT ..." tables): npt marks leaves it
+        /// write-protected for dirty logging.
+        bit SW11 = 11;
         /// Verify guest paging (bit 57).
         bit VGP = 57;
         /// Paging-write access (bit 58).
@@ -153,6 +157,8 @@
             /// Physical address of the PML4 table, bits N-1:12.
             field pml4 { bits = 51:12; value = root_pa >> 12; }
         }
+
+        dirty_log_bit = SW11;
 
         flush {
             cite = "SDM Vol. 3C §29.4.3.1 and INVEPT: single-context invalidates all mappings tagged with the EPTP; there is no per-address form";

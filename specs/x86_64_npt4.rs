@@ -65,6 +65,10 @@
         bit PS = 7;
         /// Global (not used by nested paging).
         bit G = 8;
+        /// Bit 9, available to software (AVL, APM Vol. 2 §5.4.1 "Field
+        /// Definitions"; nested tables use the long-mode format, §15.25.5):
+        /// npt marks leaves it write-protected for dirty logging.
+        bit AVL9 = 9;
         /// No-execute (with the host's EFER.NXE set).
         bit NX = 63;
 
@@ -123,6 +127,8 @@
             /// Physical address of the nested PML4 table, bits 51:12.
             field pml4 { bits = 51:12; value = root_pa >> 12; }
         }
+
+        dirty_log_bit = AVL9;
 
         flush {
             cite = "AMD APM Vol. 2 §15.16: TLB_CONTROL 3 flushes the guest's ASID (with FlushByAsid), 1 the whole TLB, at the next VMRUN";

@@ -44,6 +44,7 @@ fn check_format(f: &Format, errs: &mut Errors) {
     check_params(f, errs);
     check_registers(f, errs);
     check_flush(f, errs);
+    check_dirty_log_bit(f, errs);
 }
 
 fn range_ok(r: &BitRange, limit: u32, what: &str, errs: &mut Errors) -> bool {
@@ -925,6 +926,38 @@ fn check_recipe(f: &Format, scope: &str, r: &Recipe, errs: &mut Errors) {
                 slots.len(),
                 slots.join(", ")
             ),
+        );
+    }
+}
+
+/// `dirty_log_bit` names one declared bit that no mapping, descriptor kind
+/// or the address uses (the engine sets and clears it on live leaves).
+fn check_dirty_log_bit(f: &Format, errs: &mut Errors) {
+    let Some(name) = &f.dirty_log_bit else {
+        return;
+    };
+    let Some(flag) = f.bits.iter().find(|b| b.name == *name) else {
+        errs.error(
+            name.span(),
+            format!("`dirty_log_bit = {name};` names no `bit`; declare it, e.g. `bit {name} = 11;` (a bit the manual leaves to software)"),
+        );
+        return;
+    };
+    let mask = 1u64 << flag.bit.value;
+    let used_by_mapping = f
+        .permissions
+        .mappings
+        .iter()
+        .filter_map(|m| f.mapping_mask(m))
+        .any(|m| m & mask != 0);
+    let used_by_kind = [&f.descriptors.present]
+        .into_iter()
+        .filter_map(|p| f.pred_mask(p))
+        .any(|m| m & mask != 0);
+    if used_by_mapping || used_by_kind {
+        errs.error(
+            name.span(),
+            format!("`{name}` is used to encode mappings or descriptors; `dirty_log_bit` must be a bit the manual leaves to software"),
         );
     }
 }

@@ -61,6 +61,9 @@ pub struct Format {
     /// A param that narrows the output width at run time (the host's
     /// physical address size), bounded by `geometry.output_bits`.
     pub output_limit: Option<Ident>,
+    /// A bit software may use, marking leaves write-protected for dirty
+    /// logging.
+    pub dirty_log_bit: Option<Ident>,
     /// Other formats sharing these descriptors but with their own geometry.
     pub variants: Vec<FormatVariant>,
 }
@@ -823,6 +826,7 @@ const FORMAT_KEYS: &[&str] = &[
     "flush",
     "variant",
     "output_limit",
+    "dirty_log_bit",
 ];
 
 /// Builds the model, reporting what it cannot read. Returns `None` when a
@@ -891,6 +895,9 @@ pub fn build(tree: &SpecTree, errs: &mut Errors) -> Option<Format> {
     let output_limit = b
         .one("output_limit", errs)
         .and_then(|n| ident_value(n, errs));
+    let dirty_log_bit = b
+        .one("dirty_log_bit", errs)
+        .and_then(|n| ident_value(n, errs));
     let variants: Vec<FormatVariant> = b
         .all("variant")
         .into_iter()
@@ -915,6 +922,7 @@ pub fn build(tree: &SpecTree, errs: &mut Errors) -> Option<Format> {
         registers,
         flush: flush?,
         output_limit,
+        dirty_log_bit,
         variants,
     })
 }

@@ -98,6 +98,13 @@ pub enum Error {
         /// The first address that got another answer.
         gpa: GuestPhysAddr,
     },
+    /// The format's spec names no `dirty_log_bit`: it cannot log.
+    NoDirtyLogBit,
+    /// A dirty bitmap too small for the range.
+    BitmapTooSmall {
+        /// The pages of the range (bits the bitmap needs).
+        pages: usize,
+    },
     /// The format cannot encode this combination of flags.
     IllegalFlags {
         /// The flags asked for.
@@ -167,6 +174,10 @@ impl fmt::Display for Error {
                 f,
                 "get_paddr gave another host address for {gpa:?} when writing than when checking"
             ),
+            Error::NoDirtyLogBit => write!(f, "the format names no dirty_log_bit and cannot log"),
+            Error::BitmapTooSmall { pages } => {
+                write!(f, "the dirty bitmap holds fewer than {pages} bits")
+            }
             Error::IllegalFlags { flags, reason } => {
                 write!(f, "flags {flags:?} cannot be mapped: {reason}")
             }

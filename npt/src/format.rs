@@ -209,6 +209,9 @@ pub struct Layout {
     pub attr_mask: u64,
     /// Bits of a live leaf that may change only by break-before-make.
     pub bbm_mask: u64,
+    /// The software bit marking a leaf write-protected for dirty logging
+    /// (0: the format has none, and cannot log).
+    pub log_bit: u64,
     /// Rules that read `MappingFlags` back, grouped per mapping.
     pub decode: &'static [&'static [DecodeRule]],
 }
@@ -478,5 +481,6 @@ pub const STUB_LAYOUT: Layout = Layout {
     leaf_attrs: [Err(Illegal { reason: "" }); 64],
     attr_mask: 0,
     bbm_mask: 0,
+    log_bit: 0,
     decode: &[],
 };

@@ -17,6 +17,7 @@ fn ui() {
         "memtypes",
         "flush",
         "registers",
+        "dirty",
     ] {
         t.compile_fail(format!("tests/ui/{category}/*.rs"));
     }

@@ -138,6 +138,11 @@ pub fn generate(f: &Format) -> TokenStream {
         .iter()
         .filter_map(|n| f.name_mask(&n.to_string()))
         .fold(0, |a, b| a | b));
+    let log_bit = hex(f
+        .dirty_log_bit
+        .as_ref()
+        .and_then(|n| f.name_mask(&n.to_string()))
+        .unwrap_or(0));
     let decode = f.permissions.mappings.iter().map(|m| {
         let mask = hex(f.mapping_mask(m).unwrap_or(0));
         let rules = m.rows.iter().filter_map(|r| {
@@ -188,6 +193,7 @@ pub fn generate(f: &Format) -> TokenStream {
                 leaf_attrs: [#(#leaf_attrs),*],
                 attr_mask: #attr_mask,
                 bbm_mask: #bbm_mask,
+                log_bit: #log_bit,
                 decode: &[#(#decode),*],
             };
             const FLUSH: ::npt::flush::FlushSpec = ::npt::flush::FlushSpec {

@@ -98,7 +98,7 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         let mut status = 0;
         for k in 0..At::<F, D::Next>::ENTRIES {
             let raw = Self::read(p, k);
-            if raw & same != attrs || raw & a.mask() != enc {
+            if raw & same != attrs || raw & a.mask() != enc || raw & lay.log_bit != 0 {
                 return None;
             }
             status |= raw & !same & !a.mask();

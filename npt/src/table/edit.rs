@@ -18,6 +18,13 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         (raw & !F::LAYOUT.attr_mask) | attrs
     }
 
+    /// What `protect` writes: the new attributes, and no dirty-logging
+    /// mark (a page the caller protects is the caller's again).
+    #[inline(always)]
+    fn protect_value(raw: u64, attrs: u64) -> u64 {
+        Self::with_attrs(raw, attrs) & !F::LAYOUT.log_bit
+    }
+
     /// Fails unless every page of `start..end` is mapped; with `attrs`,
     /// also where rewriting a leaf would change bits that only
     /// break-before-make may change. Returns the tables splitting the huge
@@ -277,7 +284,7 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
             let (mut run, mut len) = (start, 0);
             for k in 0..n {
                 let raw = Self::read(p, i0 + k);
-                let new = Self::with_attrs(raw, attrs);
+                let new = Self::protect_value(raw, attrs);
                 if new != raw {
                     Self::write(p, i0 + k, new);
                     if track {
@@ -301,7 +308,7 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
             let raw = Self::read(p, idx);
             match At::<F, D>::decode(raw) {
                 Decoded::Leaf(_) => {
-                    let new = Self::with_attrs(raw, attrs);
+                    let new = Self::protect_value(raw, attrs);
                     if new != raw {
                         Self::write(p, idx, new);
                         tf.add_page(At::<F, D>::base(cur));

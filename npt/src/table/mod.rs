@@ -11,6 +11,7 @@
 //! unlinked and handed to the batch, freed after its invalidation.
 
 mod collapse;
+mod dirty;
 mod edit;
 mod level;
 mod map;
@@ -23,6 +24,7 @@ use crate::format::{Decoded, Format};
 use crate::frames::{FrameList, FrameOps};
 use core::cell::Cell;
 use core::marker::PhantomData;
+pub use dirty::WriteFault;
 use level::{At, D0, MAX_LEVELS};
 use map::{Job, Linear, Scattered};
 use page_table_entry::MappingFlags;

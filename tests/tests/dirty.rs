@@ -1,0 +1,240 @@
+//! Dirty logging by write protection on every format: start, write faults,
+//! harvest (get and clear), stop; checked against the truth of which pages
+//! a simulated guest wrote, and property-tested over random rounds.
+
+use npt::aarch64::Stage2Ipa39;
+use npt::flush::{Recorder, Scope};
+use npt::riscv::Sv39x4;
+use npt::size::{SIZE_2M, SIZE_4K};
+use npt::x86_64::{Ept4, Npt4};
+use npt::{Error, Format, MappingFlags as MF, WriteFault};
+use npt_tests::model::{Rng, Source};
+use npt_tests::{fresh, gpa, hpa, leaves, live_frames, Table, R, RW};
+use std::collections::BTreeSet;
+
+/// A guest write to `g`: through a writable entry it just happens (the
+/// page is dirty in truth); otherwise the hypervisor's fault handler runs.
+/// Returns whether the write went through.
+fn guest_write<F: Format>(t: &mut Table<F>, g: usize, truth: &mut BTreeSet<usize>) -> bool {
+    let q = t.query(gpa(g)).unwrap();
+    if q.flags.contains(MF::WRITE) {
+        truth.insert(g & !(SIZE_4K - 1));
+        return true;
+    }
+    match t.handle_write_fault(gpa(g)).unwrap() {
+        WriteFault::Logged(tf) => {
+            tf.flush_with(&mut Recorder::default()).unwrap();
+            assert!(t.query(gpa(g)).unwrap().flags.contains(MF::WRITE));
+            truth.insert(g & !(SIZE_4K - 1));
+            true
+        }
+        WriteFault::NotLogged => false,
+    }
+}
+
+fn harvest<F: Format>(t: &mut Table<F>, start: usize, size: usize) -> BTreeSet<usize> {
+    let mut bitmap = vec![0u64; (size / SIZE_4K).div_ceil(64)];
+    let tf = t.harvest_dirty(gpa(start), size, &mut bitmap).unwrap();
+    tf.flush_with(&mut Recorder::default()).unwrap();
+    (0..size / SIZE_4K)
+        .filter(|i| bitmap[i / 64] >> (i % 64) & 1 == 1)
+        .map(|i| start + i * SIZE_4K)
+        .collect()
+}
+
+/// RAM at 2 MiB: a 2 MiB huge page, then 16 RW pages and one RO page.
+fn two_rounds<F: Format>() {
+    let mut t = fresh::<F>();
+    let base = SIZE_2M;
+    t.map_region(gpa(base), hpa(0x4000_0000), SIZE_2M, RW, true)
+        .unwrap()
+        .ignore();
+    t.map_region(
+        gpa(base + SIZE_2M),
+        hpa(0x5000_0000),
+        16 * SIZE_4K,
+        RW,
+        false,
+    )
+    .unwrap()
+    .ignore();
+    let ro = base + SIZE_2M + 16 * SIZE_4K;
+    t.map(gpa(ro), hpa(0x6000_0000), SIZE_4K, R)
+        .unwrap()
+        .ignore();
+    let size = SIZE_2M + 17 * SIZE_4K;
+    let frames = live_frames();
+
+    let tf = t
+        .start_dirty_log_in(gpa(base), size, &mut Recorder::default())
+        .unwrap();
+    assert_ne!(tf.scope(), Scope::Nothing, "{}", F::NAME);
+    tf.ignore();
+    // The huge page was split (one table); every page is read-only now.
+    assert_eq!(live_frames(), frames + 1, "{}", F::NAME);
+    assert!(leaves(&t)
+        .iter()
+        .all(|l| l.size == SIZE_4K && !l.flags.contains(MF::WRITE)));
+    // Translations did not move.
+    assert_eq!(
+        t.query(gpa(base + 0x12_3456)).unwrap().hpa,
+        hpa(0x4012_3456)
+    );
+
+    let mut truth = BTreeSet::new();
+    for round in 0..2 {
+        let writes = [
+            base + round * SIZE_4K,
+            base + 0x10_0008,
+            base + SIZE_2M + (3 + round) * SIZE_4K,
+        ];
+        for w in writes {
+            assert!(guest_write(&mut t, w, &mut truth), "{}: {w:#x}", F::NAME);
+            // A second write to a dirty page takes no fault.
+            assert!(guest_write(&mut t, w + 8, &mut truth));
+        }
+        // The page the caller mapped read-only stays so: a real fault.
+        assert!(!guest_write(&mut t, ro, &mut truth), "{}", F::NAME);
+        assert!(!t.query(gpa(ro)).unwrap().flags.contains(MF::WRITE));
+        let got = harvest(&mut t, base, size);
+        assert_eq!(got, truth, "{}: round {round}", F::NAME);
+        truth.clear();
+        // Re-armed: nothing dirty until written again.
+        assert!(harvest(&mut t, base, size).is_empty());
+    }
+    t.stop_dirty_log(gpa(base), size).unwrap().ignore();
+    assert!(leaves(&t)
+        .iter()
+        .all(|l| l.flags.contains(MF::WRITE) == (l.gpa != gpa(ro))));
+    // Unmarked: a fault now is not logging's.
+    t.protect(gpa(base), R).unwrap().ignore();
+    assert!(matches!(
+        t.handle_write_fault(gpa(base)).unwrap(),
+        WriteFault::NotLogged
+    ));
+    // And collapse rebuilds the 2 MiB page once the first page is RW again.
+    t.protect(gpa(base), RW).unwrap().ignore();
+    t.collapse_region_in(gpa(base), SIZE_2M, &mut Recorder::default())
+        .unwrap()
+        .ignore();
+    assert_eq!(t.query(gpa(base)).unwrap().size, SIZE_2M, "{}", F::NAME);
+}
+
+#[test]
+fn two_rounds_ept4() {
+    two_rounds::<Ept4>();
+}
+
+#[test]
+fn two_rounds_npt4() {
+    two_rounds::<Npt4>();
+}
+
+#[test]
+fn two_rounds_stage2() {
+    two_rounds::<Stage2Ipa39>();
+}
+
+#[test]
+fn two_rounds_sv39x4() {
+    two_rounds::<Sv39x4>();
+}
+
+#[test]
+fn protecting_a_logged_page_read_only_ends_its_logging() {
+    let mut t = fresh::<Ept4>();
+    t.map_region(gpa(0), hpa(0), 4 * SIZE_4K, RW, false)
+        .unwrap()
+        .ignore();
+    t.start_dirty_log_in(gpa(0), 4 * SIZE_4K, &mut Recorder::default())
+        .unwrap()
+        .ignore();
+    t.protect(gpa(SIZE_4K), R).unwrap().ignore();
+    // Never made writable by a fault again.
+    assert!(matches!(
+        t.handle_write_fault(gpa(SIZE_4K)).unwrap(),
+        WriteFault::NotLogged
+    ));
+    assert!(!t.query(gpa(SIZE_4K)).unwrap().flags.contains(MF::WRITE));
+}
+
+#[test]
+fn bad_input() {
+    let mut t = fresh::<Ept4>();
+    t.map_region(gpa(0), hpa(0), 128 * SIZE_4K, RW, false)
+        .unwrap()
+        .ignore();
+    let mut small = [0u64; 1];
+    assert_eq!(
+        t.harvest_dirty(gpa(0), 128 * SIZE_4K, &mut small).err(),
+        Some(Error::BitmapTooSmall { pages: 128 })
+    );
+    assert_eq!(
+        t.handle_write_fault(gpa(SIZE_2M)).err(),
+        Some(Error::NotMapped { gpa: gpa(SIZE_2M) })
+    );
+    assert!(matches!(
+        t.handle_write_fault(gpa(usize::MAX)).err(),
+        Some(Error::GpaOutOfRange { .. })
+    ));
+}
+
+/// Random writes and harvests over a mix of huge and small, RW and RO
+/// pages never lose or invent a dirty page.
+fn random_rounds<F: Format>(seed: u64) {
+    let mut t = fresh::<F>();
+    let base = 0x40_0000;
+    let size = 4 * SIZE_2M;
+    t.map_region(gpa(base), hpa(0x8000_0000), 2 * SIZE_2M, RW, true)
+        .unwrap()
+        .ignore();
+    t.map_region(gpa(base + 2 * SIZE_2M), hpa(0x9000_0000), SIZE_2M, R, true)
+        .unwrap()
+        .ignore();
+    t.map_region(
+        gpa(base + 3 * SIZE_2M),
+        hpa(0xa000_0000),
+        SIZE_2M,
+        RW,
+        false,
+    )
+    .unwrap()
+    .ignore();
+    t.start_dirty_log_in(gpa(base), size, &mut Recorder::default())
+        .unwrap()
+        .ignore();
+    let mut rng = Rng(seed);
+    let mut truth = BTreeSet::new();
+    for _ in 0..400 {
+        if rng.below(10) == 0 {
+            // Harvest a random sub-range; the truth outside it stays.
+            let first = rng.below(size / SIZE_4K);
+            let n = 1 + rng.below(size / SIZE_4K - first);
+            let (s, len) = (base + first * SIZE_4K, n * SIZE_4K);
+            let got = harvest(&mut t, s, len);
+            let want: BTreeSet<usize> = truth.range(s..s + len).copied().collect();
+            assert_eq!(got, want, "{}", F::NAME);
+            truth.retain(|p| !(s..s + len).contains(p));
+        } else {
+            let g = base + rng.below(size / 8) * 8;
+            let ro = (base + 2 * SIZE_2M..base + 3 * SIZE_2M).contains(&g);
+            assert_eq!(
+                guest_write(&mut t, g, &mut truth),
+                !ro,
+                "{}: {g:#x}",
+                F::NAME
+            );
+        }
+    }
+    assert_eq!(harvest(&mut t, base, size), truth);
+}
+
+#[test]
+fn random_rounds_every_format() {
+    for seed in 1..6 {
+        random_rounds::<Ept4>(seed);
+        random_rounds::<Npt4>(seed);
+        random_rounds::<Stage2Ipa39>(seed);
+        random_rounds::<Sv39x4>(seed);
+    }
+}
