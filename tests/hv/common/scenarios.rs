@@ -354,6 +354,7 @@ pub fn run_all<A: Hv, F: Format>(rep: &mut Report, hv: &mut A, t: &mut Table<F>,
     nx_fetch(rep, hv, l);
     huge_2m(rep, hv, t, l);
     split_collapse_2m(rep, hv, t, l);
+    dirty_log_2m(rep, hv, t, l);
     huge_1g(rep, hv, t, l);
     remap(rep, hv, t, l);
     hv.after_remap(rep, t, l);
@@ -506,13 +507,21 @@ pub fn huge_2m<A: Hv, F: Format>(rep: &mut Report, hv: &mut A, t: &Table<F>, l: 
 ///      batch invalidates): the page faults, its neighbours still read
 ///      their frames. Mapping the page back and collapsing rebuilds the
 ///      2 MiB leaf, which the guest reads through again.
-pub fn split_collapse_2m<A: Hv, F: Format>(rep: &mut Report, hv: &mut A, t: &mut Table<F>, l: &Layout) {
+pub fn split_collapse_2m<A: Hv, F: Format>(
+    rep: &mut Report,
+    hv: &mut A,
+    t: &mut Table<F>,
+    l: &Layout,
+) {
     let (near, hole) = (0x1000usize, 0x3000usize);
     wr(l.h_2m + near, 0x5917_5917_5917_5917);
     wr(l.h_2m + hole, 0x5933_5933_5933_5933);
     let g = |off: usize| l.g_2m + off as u64;
     let warm = (hv.load(g(near)), hv.load(g(hole)));
-    let tf = ok(t.unmap_region(Gpa::from(g(hole) as usize), 0x1000), "unmap 4K of 2M");
+    let tf = ok(
+        t.unmap_region(Gpa::from(g(hole) as usize), 0x1000),
+        "unmap 4K of 2M",
+    );
     let split_scope = tf.scope();
     let mut fl = hv.flush(tf, Scope::Pages);
     let want_fault = Fault::new(g(hole), Access::Read, Kind::Translation, 3);
@@ -538,7 +547,12 @@ pub fn split_collapse_2m<A: Hv, F: Format>(rep: &mut Report, hv: &mut A, t: &mut
     );
 
     ok(
-        t.map(Gpa::from(g(hole) as usize), Hpa::from(l.h_2m + hole), 0x1000, RW),
+        t.map(
+            Gpa::from(g(hole) as usize),
+            Hpa::from(l.h_2m + hole),
+            0x1000,
+            RW,
+        ),
         "map the page back",
     )
     .ignore();
@@ -575,6 +589,146 @@ pub fn split_collapse_2m<A: Hv, F: Format>(rep: &mut Report, hv: &mut A, t: &mut
     );
 }
 
+/// 4a''. Dirty logging on the 2 MiB leaf: npt splits and write-protects
+///       it; the guest writes a known set of pages, each first write a
+///       permission fault npt's handler turns into a dirty page; the
+///       harvest must give exactly that set. Two rounds, so re-arming is
+///       checked; then logging stops and the leaf is collapsed again.
+pub fn dirty_log_2m<A: Hv, F: Format>(rep: &mut Report, hv: &mut A, t: &mut Table<F>, l: &Layout) {
+    let base = l.g_2m as usize;
+    let mut ok_all = true;
+    let mut detail = RoundDetail {
+        rounds: [(0, [0; 3], false); 2],
+    };
+    let tf = ok(
+        t.start_dirty_log_in(Gpa::from(base), SIZE_2M, &mut npt::instr::Host),
+        "start dirty log",
+    );
+    let start_scope = tf.scope();
+    let mut fl = hv.flush(tf, start_scope);
+    let mut first = true;
+    for (round, pages) in [[0x1usize, 0x5, 0x100], [0x2, 0x5, 0x1ff]]
+        .iter()
+        .enumerate()
+    {
+        let mut faults = 0;
+        for &pg in pages {
+            let g = (base + pg * SIZE_4K + 0x40) as u64;
+            let value = 0xd1d1_0000_0000_0000 | (round as u64) << 16 | pg as u64;
+            let mut e = hv.store(g, value);
+            if first {
+                fl.observe();
+                ok_all &= fl.ok();
+                first = false;
+            }
+            let want = Fault::new(g, Access::Write, Kind::Permission, 3);
+            if faulted::<A>(&e, &want) {
+                faults += 1;
+                match t.handle_write_fault(Gpa::from(g as usize)) {
+                    Ok(npt::WriteFault::Logged(tf)) => {
+                        let mut f2 = hv.flush(tf, Scope::Pages);
+                        e = hv.store(g, value);
+                        f2.observe();
+                        ok_all &= f2.ok();
+                    }
+                    _ => ok_all = false,
+                }
+            }
+            ok_all &= done::<A>(&e) && rd(l.h_2m + pg * SIZE_4K + 0x40) == value;
+            // A second write to the now dirty page does not fault.
+            ok_all &= done::<A>(&hv.store(g + 8, value));
+        }
+        let mut bitmap = [0u64; 8];
+        let tf = ok(
+            t.harvest_dirty(Gpa::from(base), SIZE_2M, &mut bitmap),
+            "harvest",
+        );
+        let got: [usize; 3] = {
+            let mut v = [usize::MAX; 3];
+            let mut n = 0;
+            for i in 0..512 {
+                if bitmap[i / 64] >> (i % 64) & 1 == 1 {
+                    if n < 3 {
+                        v[n] = i;
+                    }
+                    n += 1;
+                }
+            }
+            ok_all &= n == 3;
+            v
+        };
+        let mut fl2 = hv.flush(tf, Scope::Pages);
+        // The re-armed page faults again.
+        let g = (base + pages[0] * SIZE_4K + 0x80) as u64;
+        let again = hv.store(g, 1);
+        fl2.observe();
+        let refaults = faulted::<A>(&again, &Fault::new(g, Access::Write, Kind::Permission, 3));
+        if refaults {
+            if let Ok(npt::WriteFault::Logged(tf)) = t.handle_write_fault(Gpa::from(g as usize)) {
+                let mut f3 = hv.flush(tf, Scope::Pages);
+                ok_all &= done::<A>(&hv.store(g, 1));
+                f3.observe();
+            }
+            // That write belongs to the next round's harvest: take it out.
+            let mut scratch = [0u64; 8];
+            let tf = ok(
+                t.harvest_dirty(Gpa::from(base), SIZE_2M, &mut scratch),
+                "harvest",
+            );
+            hv.flush(tf, Scope::Pages).observe();
+        }
+        ok_all &= fl2.ok() && refaults && got == *pages && faults == 3;
+        detail.push_round(round, faults, got, refaults);
+    }
+    let tf = ok(t.stop_dirty_log(Gpa::from(base), SIZE_2M), "stop dirty log");
+    let mut fl = hv.flush(tf, Scope::Context);
+    let e = hv.store((base + 0x3000) as u64, 2);
+    fl.observe();
+    let tf = ok(
+        t.collapse_region_in(Gpa::from(base), SIZE_2M, &mut npt::instr::Host),
+        "collapse",
+    );
+    let collapsed = tf.tables_to_free() == 1;
+    let want_scope = tf.scope();
+    let mut fl2 = hv.flush(tf, want_scope);
+    let read = hv.load((base + 0x5040) as u64);
+    fl2.observe();
+    ok_all &= fl.ok() && done::<A>(&e) && collapsed && fl2.ok() && read.is_ok();
+    rep.verdict(
+        "dirty_log",
+        ok_all,
+        format_args!(
+            "start scope={start_scope:?}; {detail}; stop: write ok={}; collapsed={collapsed}, read={read:x?}",
+            done::<A>(&e)
+        ),
+    );
+}
+
+/// The per-round facts `dirty_log_2m` reports.
+struct RoundDetail {
+    rounds: [(usize, [usize; 3], bool); 2],
+}
+
+impl RoundDetail {
+    fn push_round(&mut self, round: usize, faults: usize, got: [usize; 3], refaults: bool) {
+        if let Some(r) = self.rounds.get_mut(round) {
+            *r = (faults, got, refaults);
+        }
+    }
+}
+
+impl fmt::Display for RoundDetail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (faults, got, refaults)) in self.rounds.iter().enumerate() {
+            write!(
+                f,
+                "round {i}: {faults} logging faults, harvested pages {got:x?}, re-armed page faults again={refaults}; "
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// 4b. A 1 GiB leaf over host memory: the guest reads and writes a frame
 ///     in it.
 pub fn huge_1g<A: Hv, F: Format>(rep: &mut Report, hv: &mut A, t: &Table<F>, l: &Layout) {
@@ -605,7 +759,8 @@ pub fn remap_page<F: Format>(t: &mut Table<F>, gpa: u64, hpa: usize) -> TlbFlush
     tf.merge(ok(
         t.map(Gpa::from(gpa as usize), Hpa::from(hpa), SIZE_4K, RW),
         "map",
-    )).unwrap();
+    ))
+    .unwrap();
     tf
 }
 
@@ -688,7 +843,8 @@ pub fn remap_context<A: Hv, F: Format>(rep: &mut Report, hv: &mut A, t: &mut Tab
             RW,
         ),
         "map 2M",
-    )).unwrap();
+    ))
+    .unwrap();
     let scope = tf.scope();
     let frees = tf.tables_to_free();
     let want_scope = if F::FLUSH.page_covers_tables && 512 <= F::FLUSH.page_limit {
