@@ -41,8 +41,10 @@
 //! ```
 //!
 //! `--only` takes a comma-separated list of `map_region`, `map`, `query`,
-//! `protect`, `unmap`, `scaling` and `invalidations`.
+//! `protect`, `unmap`, `scaling`, `dirty` (harvesting dirty pages, against a
+//! plain walk) and `invalidations`.
 
+mod dirty;
 mod flushes;
 mod handlers;
 mod impls;
@@ -77,7 +79,7 @@ const MIB: usize = 1 << 20;
 const GIB: usize = 1 << 30;
 
 const USAGE: &str = "usage: npt-bench [--quick] [--rounds N] [--only ROW[,ROW...]]
-rows: map_region, map, query, protect, unmap, scaling, invalidations";
+rows: map_region, map, query, protect, unmap, scaling, invalidations, dirty";
 
 impl Config {
     fn from_args() -> Config {
@@ -123,7 +125,7 @@ impl Config {
             cfg.rounds = n;
         }
         if let Some(only) = &cfg.only {
-            let known = ["scaling", "invalidations"];
+            let known = ["scaling", "invalidations", "dirty"];
             for name in only {
                 if !known.contains(&name.as_str()) && !Work::ALL.iter().any(|w| w.key() == name) {
                     fail(&format!("unknown row {name:?}\n{USAGE}"));
@@ -295,6 +297,10 @@ fn main() {
             .map(|(((pages, label, _), r), t)| (pages, label, r, t))
             .collect();
         report::scaling_table(&rows);
+    }
+
+    if cfg.wants("dirty") {
+        dirty::row(cfg.region, cfg.rounds);
     }
 
     if cfg.wants("invalidations") {
