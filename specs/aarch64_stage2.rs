@@ -246,6 +246,28 @@
         param pa_bits { width = 7; default = 48; }
         output_limit = pa_bits;
 
+        /// PARange encodes these sizes only; 52 (FEAT_LPA) is accepted and
+        /// clamped to the 48 output bits 4 KiB-granule descriptors hold
+        /// without FEAT_LPA2.
+        require pa_range {
+            cite = "Arm ARM D19.2, ID_AA64MMFR0_EL1.PARange";
+            when = match pa_bits { 32 => 1, 36 => 1, 40 => 1, 42 => 1, 44 => 1, 48 => 1, 52 => 1 };
+            reason = "pa_bits is not a physical address size ID_AA64MMFR0_EL1.PARange reports (32, 36, 40, 42, 44, 48 or 52)";
+        }
+        /// An IPA wider than the physical address size: the walk would
+        /// fault (Linux KVM refuses such VMs).
+        require ipa_within_pa {
+            cite = "Arm ARM D8.2, VTCR_EL2.T0SZ and PS: stage-2 input size checks against the PA size";
+            when = input_bits <= pa_bits;
+            reason = "the IPA is wider than the host's physical address size (pa_bits)";
+        }
+        /// VTTBR_EL2.BADDR must be aligned to the (concatenated) root.
+        require root_aligned {
+            cite = "Arm ARM D23.2, VTTBR_EL2.BADDR";
+            when = root_pa & (root_align - 1) == 0;
+            reason = "the root table is not aligned to its size";
+        }
+
         /// Virtualization Translation Table Base Register.
         register VTTBR_EL2 {
             cite = "Arm ARM D23.2, VTTBR_EL2";
@@ -272,7 +294,7 @@
             /// TG0: 4KB granule.
             field tg0 { bits = 15:14; value = 0; }
             /// PS: the output (physical address) size, from `pa_bits`.
-            field ps { bits = 18:16; value = match pa_bits { 32 => 0, 36 => 1, 40 => 2, 42 => 3, 44 => 4, 48 => 5 }; }
+            field ps { bits = 18:16; value = match pa_bits { 32 => 0, 36 => 1, 40 => 2, 42 => 3, 44 => 4, 48 => 5, 52 => 5 }; }
             /// Bit 31 is RES1.
             field res1 { bits = 31:31; value = 1; }
         }

@@ -127,6 +127,14 @@
         param vmid { width = 14; }
 
         /// Hypervisor guest address translation and protection register.
+        /// hgatp.PPN names the 16-KiB root, which must be 16-KiB aligned
+        /// (its low two PPN bits are zero).
+        require root_aligned {
+            cite = "RISC-V Privileged ISA, hgatp: the root page table is 16 KiB and must be aligned to a 16-KiB boundary";
+            when = root_pa & (root_align - 1) == 0;
+            reason = "the Sv39x4 root is not 16-KiB aligned";
+        }
+
         register hgatp {
             cite = "RISC-V Privileged ISA, Hypervisor extension, hgatp";
             root = true;

@@ -145,6 +145,14 @@
         param ad { width = 1; }
 
         /// The extended-page-table pointer, VMCS field 0x201A.
+        /// EPTP bits 11:0 hold the memory type, walk length and flags: the
+        /// PML4 table must be 4-KByte aligned.
+        require root_aligned {
+            cite = "SDM Vol. 3C §25.6.11, EPTP bits N-1:12";
+            when = root_pa & (root_align - 1) == 0;
+            reason = "the EPT PML4 table is not 4-KByte aligned";
+        }
+
         register EPTP {
             cite = "SDM Vol. 3C §25.6.11, Extended-Page-Table Pointer (EPTP)";
             root = true;

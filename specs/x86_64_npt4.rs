@@ -121,6 +121,14 @@
         param asid { width = 32; }
 
         /// The nested page-table root, VMCB field N_CR3 (offset 0xB0).
+        /// nCR3 bits 11:0 are not address bits: the PML4 table must be
+        /// 4-KByte aligned.
+        require root_aligned {
+            cite = "AMD APM Vol. 2 §15.25.4, nCR3 (the CR3 format)";
+            when = root_pa & (root_align - 1) == 0;
+            reason = "the nested PML4 table is not 4-KByte aligned";
+        }
+
         register nCR3 {
             cite = "AMD APM Vol. 2 §15.25.4, Nested Paging and VMRUN";
             root = true;

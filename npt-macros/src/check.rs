@@ -45,6 +45,7 @@ fn check_format(f: &Format, errs: &mut Errors) {
     check_registers(f, errs);
     check_flush(f, errs);
     check_dirty_log_bit(f, errs);
+    check_requires(f, errs);
 }
 
 fn range_ok(r: &BitRange, limit: u32, what: &str, errs: &mut Errors) -> bool {
@@ -717,6 +718,8 @@ pub fn const_env(f: &Format) -> Vec<(&'static str, u64)> {
         ),
         ("granule_shift", g.granule.value.trailing_zeros() as u64),
         ("root_tables", g.root_tables.value),
+        ("root_align", g.root_align.value),
+        ("granule", g.granule.value),
     ]
 }
 
@@ -959,5 +962,28 @@ fn check_dirty_log_bit(f: &Format, errs: &mut Errors) {
             name.span(),
             format!("`{name}` is used to encode mappings or descriptors; `dirty_log_bit` must be a bit the manual leaves to software"),
         );
+    }
+}
+
+/// A `require` whose condition the geometry alone decides must hold:
+/// one that can never hold would refuse every table of the format.
+fn check_requires(f: &Format, errs: &mut Errors) {
+    let root_pa = syn::Ident::new("root_pa", Span::call_site());
+    let mut runtime: Vec<&syn::Ident> = vec![&root_pa];
+    runtime.extend(f.params.iter().map(|p| &p.name));
+    let env = Env {
+        consts: const_env(f),
+        runtime,
+    };
+    for q in &f.requires {
+        if let Some(crate::eval::Value::Const(0)) = q.when.eval(&env, errs) {
+            errs.error(
+                q.when.span(),
+                format!(
+                    "`require {}` never holds for this format's geometry, so every table would be refused; fix the condition or drop the rule",
+                    q.name
+                ),
+            );
+        }
     }
 }

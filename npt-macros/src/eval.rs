@@ -20,6 +20,13 @@ pub enum BinOp {
     Shr,
     And,
     Or,
+    /// Comparisons give 1 or 0 (for `require` conditions).
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Eq,
+    Ne,
 }
 
 #[derive(Clone)]
@@ -71,8 +78,20 @@ impl Expr {
                     syn::BinOp::Shr(_) => BinOp::Shr,
                     syn::BinOp::BitAnd(_) => BinOp::And,
                     syn::BinOp::BitOr(_) => BinOp::Or,
+                    // On 0/1 values, `&&` and `||` are `&` and `|`.
+                    syn::BinOp::And(_) => BinOp::And,
+                    syn::BinOp::Or(_) => BinOp::Or,
+                    syn::BinOp::Lt(_) => BinOp::Lt,
+                    syn::BinOp::Le(_) => BinOp::Le,
+                    syn::BinOp::Gt(_) => BinOp::Gt,
+                    syn::BinOp::Ge(_) => BinOp::Ge,
+                    syn::BinOp::Eq(_) => BinOp::Eq,
+                    syn::BinOp::Ne(_) => BinOp::Ne,
                     _ => {
-                        errs.error(b.op.span(), "register values may use only + - << >> & |");
+                        errs.error(
+                            b.op.span(),
+                            "expressions may use only + - << >> & | && || < <= > >= == !=",
+                        );
                         return None;
                     }
                 };
@@ -159,6 +178,12 @@ impl Expr {
                             BinOp::Shr => u32::try_from(b).ok().and_then(|b| a.checked_shr(b)),
                             BinOp::And => Some(a & b),
                             BinOp::Or => Some(a | b),
+                            BinOp::Lt => Some((a < b) as u64),
+                            BinOp::Le => Some((a <= b) as u64),
+                            BinOp::Gt => Some((a > b) as u64),
+                            BinOp::Ge => Some((a >= b) as u64),
+                            BinOp::Eq => Some((a == b) as u64),
+                            BinOp::Ne => Some((a != b) as u64),
                         };
                         if v.is_none() {
                             errs.error(
@@ -182,6 +207,12 @@ impl Expr {
                             }
                             BinOp::And => quote!(::core::option::Option::Some(a & b)),
                             BinOp::Or => quote!(::core::option::Option::Some(a | b)),
+                            BinOp::Lt => quote!(::core::option::Option::Some((a < b) as u64)),
+                            BinOp::Le => quote!(::core::option::Option::Some((a <= b) as u64)),
+                            BinOp::Gt => quote!(::core::option::Option::Some((a > b) as u64)),
+                            BinOp::Ge => quote!(::core::option::Option::Some((a >= b) as u64)),
+                            BinOp::Eq => quote!(::core::option::Option::Some((a == b) as u64)),
+                            BinOp::Ne => quote!(::core::option::Option::Some((a != b) as u64)),
                         };
                         Some(Value::Runtime(quote!(match (#a, #b) {
                             (::core::option::Option::Some(a), ::core::option::Option::Some(b)) => #body,

@@ -64,6 +64,9 @@ pub struct Format {
     /// A bit software may use, marking leaves write-protected for dirty
     /// logging.
     pub dirty_log_bit: Option<Ident>,
+    /// Conditions on the parameters and the root address, checked when a
+    /// table is made and by every register builder.
+    pub requires: Vec<Require>,
     /// Other formats sharing these descriptors but with their own geometry.
     pub variants: Vec<FormatVariant>,
 }
@@ -321,6 +324,14 @@ pub struct RegField {
     pub docs: Vec<String>,
     pub bits: BitRange,
     pub value: Expr,
+}
+
+#[derive(Clone)]
+pub struct Require {
+    pub name: Ident,
+    pub cite: Option<LitStr>,
+    pub when: Expr,
+    pub reason: LitStr,
 }
 
 #[derive(Clone)]
@@ -827,6 +838,7 @@ const FORMAT_KEYS: &[&str] = &[
     "variant",
     "output_limit",
     "dirty_log_bit",
+    "require",
 ];
 
 /// Builds the model, reporting what it cannot read. Returns `None` when a
@@ -898,6 +910,11 @@ pub fn build(tree: &SpecTree, errs: &mut Errors) -> Option<Format> {
     let dirty_log_bit = b
         .one("dirty_log_bit", errs)
         .and_then(|n| ident_value(n, errs));
+    let requires: Vec<Require> = b
+        .all("require")
+        .into_iter()
+        .filter_map(|n| require(n, errs))
+        .collect();
     let variants: Vec<FormatVariant> = b
         .all("variant")
         .into_iter()
@@ -923,6 +940,7 @@ pub fn build(tree: &SpecTree, errs: &mut Errors) -> Option<Format> {
         flush: flush?,
         output_limit,
         dirty_log_bit,
+        requires,
         variants,
     })
 }
@@ -1439,6 +1457,37 @@ fn reg_field(node: &Node, errs: &mut Errors) -> Option<RegField> {
         docs: node.docs.clone(),
         bits: bits?,
         value: value?,
+    })
+}
+
+fn require(node: &Node, errs: &mut Errors) -> Option<Require> {
+    let name = name_arg(
+        node,
+        errs,
+        "require ipa_fits { when = input_bits <= pa_bits; reason = \"...\"; }",
+    );
+    let (nodes, span) = block_of(node, errs)?;
+    let mut b = Block::new(nodes, "a `require`", span);
+    let cite = opt_cite(&mut b, errs);
+    let when = b
+        .required("when", "when = input_bits <= pa_bits;", errs)
+        .and_then(|n| value_of(n, errs, "an expression"))
+        .and_then(|v| match syn::parse2::<syn::Expr>(v.clone()) {
+            Ok(e) => Expr::from_syn(&e, errs),
+            Err(e) => {
+                errs.push(e);
+                None
+            }
+        });
+    let reason = b
+        .required("reason", "reason = \"<why, in the manual's terms>\";", errs)
+        .and_then(|n| str_value(n, errs));
+    b.finish(&["cite", "when", "reason"], errs);
+    Some(Require {
+        name: name?,
+        cite,
+        when: when?,
+        reason: reason?,
     })
 }
 

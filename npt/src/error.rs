@@ -124,6 +124,15 @@ pub enum Error {
         /// Its width in bits.
         width: u32,
     },
+    /// Parameters or a root address the format's spec refuses (a `require`
+    /// rule: an IPA wider than the physical address size, a misaligned
+    /// root ...).
+    Requirement {
+        /// The rule's name in the spec.
+        rule: &'static str,
+        /// Why, in the manual's terms.
+        reason: &'static str,
+    },
     /// A root-register field cannot hold its value.
     RegisterField {
         /// The register.
@@ -174,6 +183,7 @@ impl fmt::Display for Error {
                 f,
                 "get_paddr gave another host address for {gpa:?} when writing than when checking"
             ),
+            Error::Requirement { rule, reason } => write!(f, "refused by the format's rule `{rule}`: {reason}"),
             Error::NoDirtyLogBit => write!(f, "the format names no dirty_log_bit and cannot log"),
             Error::BitmapTooSmall { pages } => {
                 write!(f, "the dirty bitmap holds fewer than {pages} bits")

@@ -676,3 +676,16 @@ fn hpa_beyond_output_range_is_refused() {
     map(&mut t, 0x1000, (1 << 52) - SIZE_4K, SIZE_4K, RW);
     assert_eq!(raw_leaf(&t, 0x1000), 0x000f_ffff_ffff_f073);
 }
+
+/// A misaligned root is refused, not encoded with its low bits dropped
+/// into the EPTP's memory-type and walk-length fields (regression).
+#[test]
+fn eptp_refuses_a_misaligned_root() {
+    assert!(matches!(
+        Ept4::eptp(Hpa::from(0x12_3800), &Ept4Params { ad: 0 }),
+        Err(Error::Requirement {
+            rule: "root_aligned",
+            ..
+        })
+    ));
+}

@@ -195,3 +195,15 @@ fn geometry_limits() {
         }
     );
 }
+
+/// A misaligned root is refused, not encoded (regression).
+#[test]
+fn ncr3_refuses_a_misaligned_root() {
+    assert!(matches!(
+        Npt4::ncr3(hpa(0x12_3800), &Npt4Params { asid: 1 }),
+        Err(npt::Error::Requirement {
+            rule: "root_aligned",
+            ..
+        })
+    ));
+}

@@ -672,9 +672,9 @@ fn host_pa_size_limits_output_addresses() {
     );
     let top = (1usize << 40) - SIZE_4K;
     map(&mut t, 0x1000, top, SIZE_4K, RW);
-    // Above the format's 48 bits, or below a page: refused before any
-    // frame is allocated.
-    for pa_bits in [49, 12, 0] {
+    // Not a PARange size, or below a page: refused before any frame is
+    // allocated.
+    for pa_bits in [49, 46, 12, 0] {
         let frames = live_frames();
         let r = Table::<Stage2Ipa39>::try_new_with(Stage2Params { vmid: 1, pa_bits });
         assert!(
@@ -683,9 +683,12 @@ fn host_pa_size_limits_output_addresses() {
                 Err(Error::ParamOutOfRange {
                     param: "pa_bits",
                     ..
+                }) | Err(Error::Requirement {
+                    rule: "pa_range",
+                    ..
                 })
             ),
-            "{pa_bits}"
+            "{pa_bits}: {r:?}"
         );
         assert_eq!(live_frames(), frames);
     }
@@ -1148,4 +1151,64 @@ fn vhe_hosts_clear_tge_around_the_tlbis() {
         want.insert(last, Event::Restore(ContextRegister::HcrEl2Tge, 1));
         assert_eq!(rec.events, want);
     }
+}
+
+/// Root parameters as hardware reports them (regressions: 52 was refused,
+/// 46 accepted until `vtcr_el2`, an IPA wider than the PA size and an
+/// invalid SL0 accepted, misaligned roots encoded).
+#[test]
+fn root_parameters_match_hardware() {
+    // `-cpu max` reports PARange 52: accepted, clamped to the 48 output
+    // bits of 4 KiB-granule descriptors; VTCR_EL2.PS says 48 (0b101).
+    let t = fresh_with::<Stage2Ipa39>(Stage2Params {
+        vmid: 1,
+        pa_bits: 52,
+    });
+    assert_eq!(t.output_bits(), 48);
+    let vtcr = Stage2Ipa39::vtcr_el2(t.root_paddr(), t.params()).unwrap();
+    assert_eq!((vtcr >> 16) & 7, 0b101);
+    drop(t);
+    let rule = |r: Result<Table<Stage2Ipa40>, Error>| match r {
+        Err(Error::Requirement { rule, .. }) => rule,
+        other => panic!("{other:?}"),
+    };
+    // A 40-bit IPA on a 36-bit host.
+    npt_tests::reset(npt_tests::DEFAULT_BASE, npt_tests::DEFAULT_FRAMES);
+    let r = Table::<Stage2Ipa40>::try_new_with(Stage2Params {
+        vmid: 1,
+        pa_bits: 36,
+    });
+    assert_eq!(rule(r), "ipa_within_pa");
+    // Stage2Ipa48 (level-0 start, SL0 = 2) on a 44-bit host: the IPA is
+    // wider than the PA (which also rules out AArch64.S2InvalidSL's
+    // level-0 start with PS < 44).
+    let r = Table::<Stage2Ipa48>::try_new_with(Stage2Params {
+        vmid: 1,
+        pa_bits: 44,
+    });
+    assert!(matches!(
+        r,
+        Err(Error::Requirement {
+            rule: "ipa_within_pa",
+            ..
+        })
+    ));
+    assert!(Table::<Stage2Ipa48>::try_new_with(Stage2Params {
+        vmid: 1,
+        pa_bits: 48
+    })
+    .is_ok());
+    // VTTBR_EL2 for the 8 KiB concatenated root at a 4 KiB-aligned address.
+    let p = Stage2Params {
+        vmid: 1,
+        pa_bits: 48,
+    };
+    assert!(matches!(
+        Stage2Ipa40::vttbr_el2(Hpa::from(0x8_1000), &p),
+        Err(Error::Requirement {
+            rule: "root_aligned",
+            ..
+        })
+    ));
+    assert!(Stage2Ipa40::vttbr_el2(Hpa::from(0x8_2000), &p).is_ok());
 }

@@ -699,3 +699,16 @@ fn gpa_bits_39_and_40_select_upper_root_entries() {
     let l: Vec<_> = leaves(&t).iter().map(|l| l.gpa).collect();
     assert_eq!(l, [gpa(base), gpa(bit39), gpa(bit40)]);
 }
+
+/// The 16 KiB root must be 16 KiB aligned: a 4 KiB-aligned address is
+/// refused, not encoded with its low PPN bits (regression).
+#[test]
+fn hgatp_refuses_a_root_not_16k_aligned() {
+    assert!(matches!(
+        Sv39x4::hgatp(hpa(0x8010_1000), &Sv39x4Params { vmid: 1 }),
+        Err(Error::Requirement {
+            rule: "root_aligned",
+            ..
+        })
+    ));
+}

@@ -18,6 +18,7 @@ fn ui() {
         "flush",
         "registers",
         "dirty",
+        "require",
     ] {
         t.compile_fail(format!("tests/ui/{category}/*.rs"));
     }

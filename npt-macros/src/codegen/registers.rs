@@ -62,8 +62,11 @@ pub fn generate(f: &Format) -> TokenStream {
         let min = f.geometry.granule.value.trailing_zeros() as u64 + 1;
         let s = limit.to_string();
         quote! {
-            if params.#limit > #max || params.#limit < #min {
-                return ::core::result::Result::Err(::npt::Error::ParamOutOfRange { param: #s, value: params.#limit, width: #max as u32 });
+            // Wider than the format's output field is clamped to it
+            // (`Format::output_bits`); narrower than a granule is nonsense.
+            let _ = #max;
+            if params.#limit < #min || params.#limit > 64 {
+                return ::core::result::Result::Err(::npt::Error::ParamOutOfRange { param: #s, value: params.#limit, width: 64 });
             }
         }
     });
@@ -83,6 +86,28 @@ pub fn generate(f: &Format) -> TokenStream {
         })
         .collect();
 
+    // The spec's `require` conditions, evaluated like register values: a
+    // condition that is 0, or that has no value (no `match` arm), refuses.
+    let requires: Vec<TokenStream> = f
+        .requires
+        .iter()
+        .map(|q| {
+            let mut errs = Errors::default();
+            let value = q
+                .when
+                .eval(&env, &mut errs)
+                .map(Value::into_tokens)
+                .unwrap_or_else(|| quote!(::core::option::Option::None));
+            let rule = q.name.to_string();
+            let reason = q.reason.value();
+            quote! {
+                match #value {
+                    ::core::option::Option::Some(v) if v != 0 => {}
+                    _ => return ::core::result::Result::Err(::npt::Error::Requirement { rule: #rule, reason: #reason }),
+                }
+            }
+        })
+        .collect();
     let builders = f.registers.iter().map(|r| {
         let fname = builder_name(&r.name);
         let d = docs(&r.docs);
@@ -113,6 +138,17 @@ pub fn generate(f: &Format) -> TokenStream {
             }
         });
         let lets = &param_lets;
+        let requires = &requires;
+        let require_docs: Vec<String> = f
+            .requires
+            .iter()
+            .enumerate()
+            .map(|(i, q)| {
+                let cite = q.cite.as_ref().map(|c| format!(" ({})", c.value())).unwrap_or_default();
+                let head = if i == 0 { "\nRefuses (`Error::Requirement`):\n" } else { "" };
+                format!("{head}- `{}`: {}{cite}", q.name, q.reason.value())
+            })
+            .collect();
         quote! {
             #d
             #cite
@@ -120,10 +156,12 @@ pub fn generate(f: &Format) -> TokenStream {
             /// `root_pa` is the host-physical address of the root table.
             /// Fields:
             #(#[doc = #field_docs])*
+            #(#[doc = #require_docs])*
             #[allow(unused_variables, clippy::identity_op, unused_comparisons)]
             pub fn #fname(root_pa: ::npt::HostPhysAddr, params: &#params_ty) -> ::core::result::Result<u64, ::npt::Error> {
                 let root_pa: u64 = root_pa.as_usize() as u64;
                 #(#lets)*
+                #(#requires)*
                 let mut reg: u64 = 0;
                 #(#fields)*
                 ::core::result::Result::Ok(reg)
