@@ -15,7 +15,7 @@ use super::level::{At, Depth, D0};
 use super::NestedTable;
 use crate::addr::GuestPhysAddr;
 use crate::error::Error;
-use crate::flush::{FlushExecutor, Scope, TlbFlush};
+use crate::flush::{FlushExecutor, TlbFlush};
 use crate::format::{Decoded, Format};
 use crate::frames::FrameList;
 use page_table_entry::MappingFlags;
@@ -325,9 +325,7 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
                     Self::write(p, idx, new);
                     // A stale read-only entry would fault, and the fault
                     // would no longer look like logging.
-                    if tf.scope() != Scope::Context {
-                        tf.add_page(At::<F, D>::base(cur));
-                    }
+                    tf.add_page(At::<F, D>::base(cur));
                 }
                 _ => {}
             }

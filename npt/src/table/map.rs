@@ -64,31 +64,31 @@ pub(crate) struct Job<T> {
 }
 
 impl<F: Format, H: PagingHandler> NestedTable<F, H> {
-    /// Whether a leaf at depth `D` maps `cur..chunk_end`; an error where the
-    /// host address can serve no leaf at all.
+    /// The host address of a leaf at depth `D` mapping `cur..chunk_end`, if
+    /// one does; an error where the host address can serve no leaf at all.
     #[inline(always)]
     fn fits<D: Depth, T: Target>(
         job: &Job<T>,
         cur: usize,
         chunk_end: usize,
-    ) -> Result<bool, Error> {
+    ) -> Result<Option<usize>, Error> {
         if !At::<F, D>::LEAF {
-            return Ok(false);
+            return Ok(None);
         }
         match job.only {
-            Some(n) if n != D::N => return Ok(false),
-            None if !At::<F, D>::LAST && !job.huge => return Ok(false),
+            Some(n) if n != D::N => return Ok(None),
+            None if !At::<F, D>::LAST && !job.huge => return Ok(None),
             _ => {}
         }
         let span = At::<F, D>::SPAN;
         if cur & (span - 1) != 0 || chunk_end.wrapping_sub(cur) != span {
-            return Ok(false);
-        }
-        if T::LINEAR && (At::<F, D>::LAST || job.only.is_some()) {
-            // Alignment and range of the whole run checked up front.
-            return Ok(true);
+            return Ok(None);
         }
         let hpa = job.target.hpa(cur);
+        if T::LINEAR && (At::<F, D>::LAST || job.only.is_some()) {
+            // Alignment and range of the whole run checked up front.
+            return Ok(Some(hpa));
+        }
         let must = At::<F, D>::LAST || job.only.is_some();
         if hpa & (span - 1) != 0 {
             return if must {
@@ -97,7 +97,7 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
                     align: span,
                 })
             } else {
-                Ok(false)
+                Ok(None)
             };
         }
         if !T::LINEAR && hpa as u128 + span as u128 > 1u128 << job.output_bits {
@@ -106,7 +106,7 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
                 output_bits: job.output_bits,
             });
         }
-        Ok(true)
+        Ok(Some(hpa))
     }
 
     /// Checks `start..end` in the existing table `table` (depth `D`) and
@@ -133,7 +133,7 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         let mut need = 0;
         for (cur, ce) in At::<F, D>::chunks(start, end) {
             let raw = Self::read(p, At::<F, D>::index(cur));
-            let fits = Self::fits::<D, T>(job, cur, ce)?;
+            let fits = Self::fits::<D, T>(job, cur, ce)?.is_some();
             match At::<F, D>::decode(raw) {
                 Decoded::Invalid if fits => {}
                 Decoded::Invalid => need += 1 + Self::plan_fresh::<D::Next, T>(cur, ce, job)?,
@@ -161,7 +161,7 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         }
         let mut need = 0;
         for (cur, ce) in At::<F, D>::chunks(start, end) {
-            if !Self::fits::<D, T>(job, cur, ce)? {
+            if Self::fits::<D, T>(job, cur, ce)?.is_none() {
                 need += 1 + Self::plan_fresh::<D::Next, T>(cur, ce, job)?;
             }
         }
@@ -212,14 +212,13 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
             let idx = At::<F, D>::index(cur);
             let raw = if fresh { 0 } else { Self::read(p, idx) };
             match Self::fits::<D, T>(job, cur, ce) {
-                Ok(true) => {
-                    let hpa = job.target.hpa(cur) as u64;
-                    Self::write(p, idx, Self::leaf::<D>(hpa, job.attrs));
+                Ok(Some(hpa)) => {
+                    Self::write(p, idx, Self::leaf::<D>(hpa as u64, job.attrs));
                     if !fresh && F::FLUSH.invalidate_on_map {
                         tf.add_page(cur);
                     }
                 }
-                Ok(false) => match At::<F, D>::decode(raw) {
+                Ok(None) => match At::<F, D>::decode(raw) {
                     Decoded::Table(next) => {
                         self.fill::<D::Next, T>(next, cur, ce, job, reserve, tf, false)
                     }
@@ -277,9 +276,9 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
                 let gpa = start + (k << At::<F, D>::SHIFT);
                 let next = gpa + At::<F, D>::SPAN;
                 match Self::fits::<D, T>(job, gpa, next) {
-                    Ok(true) => {
-                        let hpa = job.target.hpa(gpa) as u64;
-                        Self::write(p, i0 + k, template | F::LAYOUT.address.encode(hpa));
+                    Ok(Some(hpa)) => {
+                        let enc = F::LAYOUT.address.encode(hpa as u64);
+                        Self::write(p, i0 + k, template | enc);
                     }
                     _ => Self::unstable(job, gpa),
                 }

@@ -262,9 +262,11 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         Ok(())
     }
 
+    #[inline(always)]
     fn check_gpa(gpa: usize, size: usize, align: usize) -> Result<(), Error> {
         let g = &F::LAYOUT.geometry;
-        if gpa % align != 0 {
+        // `align` is a page size: a power of two.
+        if gpa & (align - 1) != 0 {
             return Err(Error::MisalignedGpa {
                 gpa: gpa.into(),
                 align,
@@ -286,10 +288,11 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         Ok(())
     }
 
+    #[inline(always)]
     fn check_hpa(&self, hpa: usize, size: usize, align: usize) -> Result<(), Error> {
         let limit = 1u128 << self.output_bits;
         let output_bits = self.output_bits;
-        if hpa % align != 0 {
+        if hpa & (align - 1) != 0 {
             return Err(Error::MisalignedHpa {
                 hpa: hpa.into(),
                 align,
@@ -344,26 +347,8 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
     ) -> Result<TlbFlush<F>, Error> {
         let level = Self::leaf_depth::<D0>(size).ok_or(Error::UnsupportedPageSize { size })?;
         let (g, h) = (gpa.as_usize(), hpa.as_usize());
-        // `size` is a power of two no wider than the input or output: an
-        // address aligned to it and below the limit has room for the page.
-        if g & (size - 1) != 0 {
-            return Err(Error::MisalignedGpa { gpa, align: size });
-        }
-        if g as u128 >= F::LAYOUT.geometry.input_limit() {
-            return Err(Error::GpaOutOfRange {
-                gpa,
-                input_bits: F::LAYOUT.geometry.input_bits,
-            });
-        }
-        if h & (size - 1) != 0 {
-            return Err(Error::MisalignedHpa { hpa, align: size });
-        }
-        if h as u128 >= 1u128 << self.output_bits {
-            return Err(Error::HpaOutOfRange {
-                hpa,
-                output_bits: self.output_bits,
-            });
-        }
+        Self::check_gpa(g, size, size)?;
+        self.check_hpa(h, size, size)?;
         let attrs = F::LAYOUT.attrs(flags)?;
         self.map_one::<D0>(self.root, g, h as u64, attrs, level)
     }
