@@ -798,12 +798,12 @@ fn check_flush(f: &Format, errs: &mut Errors) {
 fn check_recipe(f: &Format, scope: &str, r: &Recipe, errs: &mut Errors) {
     let arch = f.arch.value;
     for bit in &r.clear {
-        match vocab::context_register(&bit.to_string()) {
-            Some((_, a)) if a == arch && bit != "VTTBR_EL2" => {}
+        match vocab::clearable_bit(&bit.to_string()) {
+            Some((_, a)) if a == arch => {}
             _ => {
-                let known: Vec<&str> = vocab::CONTEXT_REGISTERS
+                let known: Vec<&str> = vocab::CLEARABLE_BITS
                     .iter()
-                    .filter(|(n, _, a)| *a == arch && *n != "VTTBR_EL2")
+                    .filter(|(_, _, a)| *a == arch)
                     .map(|(n, _, _)| *n)
                     .collect();
                 let msg = if known.is_empty() {

@@ -20,6 +20,9 @@ pub enum BinOp {
     Shr,
     And,
     Or,
+    /// `&&` and `||`: 1 or 0 from the operands' truth (non-zero).
+    LogAnd,
+    LogOr,
     /// Comparisons give 1 or 0 (for `require` conditions).
     Lt,
     Le,
@@ -78,9 +81,8 @@ impl Expr {
                     syn::BinOp::Shr(_) => BinOp::Shr,
                     syn::BinOp::BitAnd(_) => BinOp::And,
                     syn::BinOp::BitOr(_) => BinOp::Or,
-                    // On 0/1 values, `&&` and `||` are `&` and `|`.
-                    syn::BinOp::And(_) => BinOp::And,
-                    syn::BinOp::Or(_) => BinOp::Or,
+                    syn::BinOp::And(_) => BinOp::LogAnd,
+                    syn::BinOp::Or(_) => BinOp::LogOr,
                     syn::BinOp::Lt(_) => BinOp::Lt,
                     syn::BinOp::Le(_) => BinOp::Le,
                     syn::BinOp::Gt(_) => BinOp::Gt,
@@ -178,6 +180,8 @@ impl Expr {
                             BinOp::Shr => u32::try_from(b).ok().and_then(|b| a.checked_shr(b)),
                             BinOp::And => Some(a & b),
                             BinOp::Or => Some(a | b),
+                            BinOp::LogAnd => Some((a != 0 && b != 0) as u64),
+                            BinOp::LogOr => Some((a != 0 || b != 0) as u64),
                             BinOp::Lt => Some((a < b) as u64),
                             BinOp::Le => Some((a <= b) as u64),
                             BinOp::Gt => Some((a > b) as u64),
@@ -207,6 +211,12 @@ impl Expr {
                             }
                             BinOp::And => quote!(::core::option::Option::Some(a & b)),
                             BinOp::Or => quote!(::core::option::Option::Some(a | b)),
+                            BinOp::LogAnd => {
+                                quote!(::core::option::Option::Some((a != 0 && b != 0) as u64))
+                            }
+                            BinOp::LogOr => {
+                                quote!(::core::option::Option::Some((a != 0 || b != 0) as u64))
+                            }
                             BinOp::Lt => quote!(::core::option::Option::Some((a < b) as u64)),
                             BinOp::Le => quote!(::core::option::Option::Some((a <= b) as u64)),
                             BinOp::Gt => quote!(::core::option::Option::Some((a > b) as u64)),

@@ -58,10 +58,18 @@ pub const INSTRUCTIONS: &[Instruction] = &[
 /// (spec register name, runtime `npt::flush::ContextRegister` variant,
 /// architecture): registers a recipe can require to hold this table's value
 /// while it runs.
-pub const CONTEXT_REGISTERS: &[(&str, &str, Arch)] = &[
-    ("VTTBR_EL2", "VttbrEl2", Arch::Aarch64),
-    ("HCR_EL2_TGE", "HcrEl2Tge", Arch::Aarch64),
-];
+pub const CONTEXT_REGISTERS: &[(&str, &str, Arch)] = &[("VTTBR_EL2", "VttbrEl2", Arch::Aarch64)];
+
+/// Register bits a recipe may name in `clear` (the runtime's
+/// `ContextRegister` variant that switches each).
+pub const CLEARABLE_BITS: &[(&str, &str, Arch)] = &[("HCR_EL2_TGE", "HcrEl2Tge", Arch::Aarch64)];
+
+pub fn clearable_bit(name: &str) -> Option<(&'static str, Arch)> {
+    CLEARABLE_BITS
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, v, a)| (*v, *a))
+}
 
 pub fn instruction(name: &str) -> Option<&'static Instruction> {
     INSTRUCTIONS.iter().find(|i| i.name == name)

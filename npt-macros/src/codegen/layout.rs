@@ -57,7 +57,7 @@ fn recipe(f: &Format, r: &Recipe) -> TokenStream {
     };
     let clear = r.clear.iter().map(|c| {
         let v = Ident::new(
-            vocab::context_register(&c.to_string()).map_or("HcrEl2Tge", |(v, _)| v),
+            vocab::clearable_bit(&c.to_string()).map_or("HcrEl2Tge", |(v, _)| v),
             c.span(),
         );
         quote!(::npt::flush::ContextRegister::#v)

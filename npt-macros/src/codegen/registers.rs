@@ -57,14 +57,12 @@ pub fn generate(f: &Format) -> TokenStream {
         }
     });
 
+    // A limit wider than the format's output field is clamped to it
+    // (`Format::output_bits`); one narrower than a granule is refused.
     let output_check = f.output_limit.as_ref().map(|limit| {
-        let max = f.geometry.output_bits.value;
         let min = f.geometry.granule.value.trailing_zeros() as u64 + 1;
         let s = limit.to_string();
         quote! {
-            // Wider than the format's output field is clamped to it
-            // (`Format::output_bits`); narrower than a granule is nonsense.
-            let _ = #max;
             if params.#limit < #min || params.#limit > 64 {
                 return ::core::result::Result::Err(::npt::Error::ParamOutOfRange { param: #s, value: params.#limit, width: 64 });
             }
