@@ -267,13 +267,18 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
                 {
                     continue;
                 }
-                if let Some(new) = Self::protected::<D>(raw, bit) {
-                    let page = start + (k << At::<F, D>::SHIFT);
-                    if raw & bit != 0 {
-                        dirty(page);
+                let page = start + (k << At::<F, D>::SHIFT);
+                match Self::protected::<D>(raw, bit) {
+                    Some(new) => {
+                        if raw & bit != 0 {
+                            dirty(page);
+                        }
+                        Self::write(p, i0 + k, new);
+                        tf.add_page(page);
                     }
-                    Self::write(p, i0 + k, new);
-                    tf.add_page(page);
+                    // Flags the format cannot encode without WRITE: the
+                    // page cannot be protected, so it is always reported.
+                    None => dirty(page),
                 }
             }
             return;

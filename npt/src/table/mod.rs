@@ -262,7 +262,6 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         Ok(())
     }
 
-    #[inline(always)]
     fn check_gpa(gpa: usize, size: usize, align: usize) -> Result<(), Error> {
         let g = &F::LAYOUT.geometry;
         // `align` is a page size: a power of two.
@@ -288,7 +287,6 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         Ok(())
     }
 
-    #[inline(always)]
     fn check_hpa(&self, hpa: usize, size: usize, align: usize) -> Result<(), Error> {
         let limit = 1u128 << self.output_bits;
         let output_bits = self.output_bits;
@@ -308,6 +306,41 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
             return Err(Error::HpaOutOfRange {
                 hpa: (limit as usize).into(),
                 output_bits,
+            });
+        }
+        Ok(())
+    }
+
+    /// `check_gpa` and `check_hpa` for one leaf (the same errors): `size`
+    /// is a leaf size, a power of two no wider than the input or output,
+    /// so an address aligned to it and below the limit has room for it.
+    /// Kept apart from the general checks: single-page `map` is a hot path
+    /// and the general end checks cost it a fifth of its time.
+    #[inline(always)]
+    fn check_leaf(&self, gpa: usize, hpa: usize, size: usize) -> Result<(), Error> {
+        let g = &F::LAYOUT.geometry;
+        if gpa & (size - 1) != 0 {
+            return Err(Error::MisalignedGpa {
+                gpa: gpa.into(),
+                align: size,
+            });
+        }
+        if gpa as u128 >= g.input_limit() {
+            return Err(Error::GpaOutOfRange {
+                gpa: gpa.into(),
+                input_bits: g.input_bits,
+            });
+        }
+        if hpa & (size - 1) != 0 {
+            return Err(Error::MisalignedHpa {
+                hpa: hpa.into(),
+                align: size,
+            });
+        }
+        if hpa as u128 >= 1u128 << self.output_bits {
+            return Err(Error::HpaOutOfRange {
+                hpa: hpa.into(),
+                output_bits: self.output_bits,
             });
         }
         Ok(())
@@ -347,8 +380,7 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
     ) -> Result<TlbFlush<F>, Error> {
         let level = Self::leaf_depth::<D0>(size).ok_or(Error::UnsupportedPageSize { size })?;
         let (g, h) = (gpa.as_usize(), hpa.as_usize());
-        Self::check_gpa(g, size, size)?;
-        self.check_hpa(h, size, size)?;
+        self.check_leaf(g, h, size)?;
         let attrs = F::LAYOUT.attrs(flags)?;
         self.map_one::<D0>(self.root, g, h as u64, attrs, level)
     }
