@@ -7,6 +7,7 @@ use page_table_multiarch::PagingHandler;
 use std::cell::RefCell;
 
 pub mod model;
+pub mod runner;
 mod table;
 pub use table::*;
 

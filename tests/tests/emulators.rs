@@ -17,11 +17,9 @@
 //!
 //! Run one with its output: `cargo test -p npt-tests --test emulators -- --nocapture aarch64`.
 
-use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use npt_tests::runner::{build_hv, ci, parse_verdicts, passed, run_with_timeout, Run};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
 
 /// How long one QEMU run may take (each takes well under a second).
 const QEMU_TIMEOUT: Duration = Duration::from_secs(30);
@@ -217,17 +215,6 @@ fn x86_64_svm_npt4_under_qemu() {
     run(&X86_64);
 }
 
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
-
 /// `QEMU emulator version 10.0.2 (...)` -> (10, 0).
 fn qemu_version(qemu: &str) -> Option<Result<(u32, u32), String>> {
     let out = match Command::new(qemu).arg("--version").output() {
@@ -247,83 +234,6 @@ fn qemu_version(qemu: &str) -> Option<Result<(u32, u32), String>> {
     Some(parsed.ok_or_else(|| format!("cannot parse the version in {text:?}")))
 }
 
-fn build(hv: &Hypervisor) -> PathBuf {
-    let root = workspace_root();
-    let crate_dir = root.join("tests/hv").join(hv.dir);
-    let target_dir = root.join("target/hv");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(&cargo)
-        .current_dir(&crate_dir)
-        .args(["build", "--release", "--locked", "--target", hv.target])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        // Flags meant for the host build must not reach the bare-metal one
-        // (the linker script comes from the crate's build.rs).
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cargo}: {e}"));
-    assert!(
-        out.status.success(),
-        "building {} failed ({}):\n{}",
-        crate_dir.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let elf = target_dir
-        .join(hv.target)
-        .join("release")
-        .join(format!("npt-hv-{}", hv.dir));
-    assert!(elf.is_file(), "{} was not built", elf.display());
-    elf
-}
-
-/// Runs QEMU, killing it after QEMU_TIMEOUT. Returns its exit status (None
-/// on timeout) and everything it printed.
-fn run_qemu(qemu: &str, args: &[&str], elf: &Path) -> (Option<ExitStatus>, String, Duration) {
-    let start = Instant::now();
-    let mut child = Command::new(qemu)
-        .args(args)
-        .arg("-kernel")
-        .arg(elf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {qemu}: {e}"));
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stdout.read_to_end(&mut buf);
-        buf
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stderr.read_to_end(&mut buf);
-        buf
-    });
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for QEMU") {
-            break Some(status);
-        }
-        if start.elapsed() > QEMU_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut text = String::from_utf8_lossy(&out_reader.join().unwrap()).into_owned();
-    let err = String::from_utf8_lossy(&err_reader.join().unwrap()).into_owned();
-    if !err.trim().is_empty() {
-        text.push_str("\n[qemu stderr]\n");
-        text.push_str(&err);
-    }
-    (status, text.replace('\r', ""), start.elapsed())
-}
-
 fn run(hv: &Hypervisor) {
     let version = match qemu_version(hv.qemu) {
         None if ci() => panic!(
@@ -340,10 +250,16 @@ fn run(hv: &Hypervisor) {
     };
     println!("{} version {}.{}", hv.qemu, version.0, version.1);
 
-    let elf = build(hv);
+    let elf = build_hv(hv.dir, hv.target);
     let mut problems = Vec::new();
     for machine in hv.machines {
-        let (status, output, took) = run_qemu(hv.qemu, machine, &elf);
+        let mut qemu = Command::new(hv.qemu);
+        qemu.args(*machine).arg("-kernel").arg(&elf);
+        let Run {
+            status,
+            output,
+            took,
+        } = run_with_timeout(qemu, b"", QEMU_TIMEOUT);
         let config = machine.join(" ");
         println!(
             "---- {} {config} -kernel {} ({took:.2?})",
@@ -373,30 +289,19 @@ fn check(
     status: Option<ExitStatus>,
     output: &str,
 ) -> Vec<String> {
-    let mut problems = Vec::new();
-    let mut verdicts: BTreeMap<&str, &str> = BTreeMap::new();
-    let mut done = false;
-    for line in output.lines() {
-        if let Some(rest) = line.strip_prefix("VERDICT ") {
-            let (name, result) = rest.split_once(' ').unwrap_or((rest, ""));
-            if verdicts.insert(name, result).is_some() {
-                problems.push(format!("verdict {name} reported twice"));
-            }
-            if !hv.expected.contains(&name) {
-                problems.push(format!(
-                    "unexpected verdict {name} (add it to the runner's list)"
-                ));
-            }
-        } else if line.starts_with("DONE ") {
-            done = true;
-        } else if line.starts_with("PANIC") {
-            problems.push(format!("the hypervisor panicked: {line}"));
+    let verdicts = parse_verdicts(output);
+    let mut problems = verdicts.problems;
+    for name in verdicts.results.keys() {
+        if !hv.expected.contains(name) {
+            problems.push(format!(
+                "unexpected verdict {name} (add it to the runner's list)"
+            ));
         }
     }
     let mut tolerated = 0;
     for name in hv.expected {
-        match verdicts.get(name) {
-            Some(result) if result.split(' ').next() == Some("PASS") => {}
+        match verdicts.results.get(name) {
+            Some(result) if passed(result) => {}
             Some(result) => {
                 let bug = hv
                     .qemu_bugs
@@ -416,7 +321,7 @@ fn check(
             None => problems.push(format!("verdict {name} missing")),
         }
     }
-    if !done {
+    if !verdicts.done {
         problems.push("no DONE line (the hypervisor stopped early)".into());
     }
     match status {
