@@ -39,24 +39,36 @@ mod report;
 mod scenarios;
 #[path = "../../common/scenarios_rv_x86.rs"]
 mod scenarios_rv_x86;
+#[path = "../../common/x86.rs"]
+mod x86;
 
 use core::arch::{asm, global_asm};
-use core::cell::UnsafeCell;
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 use npt::flush::{flush_all, ContextRegister, FlushExecutor, Instr, Issued, Scope};
 use npt::instr::SvmTlbControl;
-use npt::size::SIZE_4K;
 use npt::x86_64::{Npt4, Npt4Params};
 use npt::{FlushError, Format, TlbFlush};
-use npt::{GuestPhysAddr as Gpa, HostPhysAddr as Hpa};
-use report::{fill, pattern, rd, wr, Report};
+use report::{pattern, rd, wr, Report};
 use scenarios::{fill_common, fill_frames, map_common, ok};
-use scenarios::{Access, Applied, Class, Fault, Hv, Kind, Layout, Routine, Table, RW};
-use scenarios_rv_x86::BIT39;
+use scenarios::{Access, Applied, Class, Fault, Hv, Kind, Routine, Table};
+use x86::{
+    code_hpa, gaddr, Page, EFER_LMA, EFER_LME, EFER_NXE, G_GPT, G_NEW, H_39, H_NEW, L, MSR_EFER,
+};
+use x86::{
+    cpuid_ext, inb, load_idt, map_x86, outb, rdmsr, rdtsc, write_guest_tables, write_insn, wrmsr,
+};
 
+global_asm!(
+    include_str!("../../common/x86_longmode.s"),
+    options(att_syntax, raw)
+);
 global_asm!(include_str!("boot.s"), options(att_syntax, raw));
-global_asm!(include_str!("guest.s"), options(att_syntax, raw));
+global_asm!(
+    ".macro guest_exit\n vmmcall\n.endm",
+    include_str!("../../common/x86_guest.s"),
+    options(att_syntax, raw)
+);
 
 // ---------------------------------------------------------------- platform
 
@@ -66,22 +78,6 @@ const COM1: u16 = 0x3f8;
 const DEBUG_EXIT: u16 = 0xf4;
 /// The value that ends the run with status 33: every verdict passed.
 const EXIT_PASS: u8 = 0x10;
-
-fn outb(port: u16, v: u8) {
-    // SAFETY: port I/O to the UART and the debug-exit device only.
-    unsafe {
-        asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags))
-    };
-}
-
-fn inb(port: u16) -> u8 {
-    let v: u8;
-    // SAFETY: reading the UART's line status register.
-    unsafe {
-        asm!("in al, dx", out("al") v, in("dx") port, options(nomem, nostack, preserves_flags))
-    };
-    v
-}
 
 /// Writes one byte to COM1 (LSR bit 5: THR empty).
 pub fn putc(c: u8) {
@@ -106,44 +102,7 @@ fn exit(code: u8) -> ! {
     }
 }
 
-fn rdtsc() -> u64 {
-    let (lo, hi): (u32, u32);
-    // SAFETY: reads the time-stamp counter (CR4.TSD is clear at CPL 0 anyway).
-    unsafe {
-        asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
-    };
-    (hi as u64) << 32 | lo as u64
-}
-
-fn rdmsr(msr: u32) -> u64 {
-    let (lo, hi): (u32, u32);
-    // SAFETY: reading an MSR the caller has checked exists.
-    unsafe {
-        asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
-    };
-    (hi as u64) << 32 | lo as u64
-}
-
-fn wrmsr(msr: u32, v: u64) {
-    // SAFETY: the hypervisor owns EFER and VM_HSAVE_PA.
-    unsafe {
-        asm!("wrmsr", in("ecx") msr, in("eax") v as u32, in("edx") (v >> 32) as u32, options(nostack, preserves_flags))
-    };
-}
-
-/// CPUID leaf `leaf`, subleaf 0: [eax, ebx, ecx, edx].
-fn cpuid(leaf: u32) -> [u32; 4] {
-    #[allow(unused_unsafe)]
-    // SAFETY: CPUID exists on every x86_64 CPU.
-    let r = unsafe { core::arch::x86_64::__cpuid_count(leaf, 0) };
-    [r.eax, r.ebx, r.ecx, r.edx]
-}
-
-const MSR_EFER: u32 = 0xc000_0080;
 const MSR_VM_HSAVE_PA: u32 = 0xc001_0117;
-const EFER_LME: u64 = 1 << 8;
-const EFER_LMA: u64 = 1 << 10;
-const EFER_NXE: u64 = 1 << 11;
 const EFER_SVME: u64 = 1 << 12;
 
 #[panic_handler]
@@ -159,52 +118,8 @@ extern "C" fn host_exception(vector: u64, error: u64, rip: u64, cr2: u64) -> ! {
     exit(3)
 }
 
-/// A 4 KiB page of host memory the hardware reads (IDT, VMCB, host save area).
-#[repr(C, align(4096))]
-struct Page(UnsafeCell<[u64; 512]>);
-
-// SAFETY: one CPU, interrupts off: nothing touches these concurrently.
-unsafe impl Sync for Page {}
-
-impl Page {
-    const fn new() -> Self {
-        Page(UnsafeCell::new([0; 512]))
-    }
-
-    fn pa(&self) -> u64 {
-        self.0.get() as u64
-    }
-}
-
-static IDT: Page = Page::new();
 static VMCB: Page = Page::new();
 static HSAVE: Page = Page::new();
-
-extern "C" {
-    static exc_stubs: [u64; 32];
-}
-
-/// Interrupt gates for vectors 0..31 (64-bit code selector 0x08).
-fn load_idt() {
-    // SAFETY: boot.s's table of 32 stub addresses, never written.
-    let stubs = unsafe { &exc_stubs };
-    for (v, &h) in stubs.iter().enumerate() {
-        let lo = (h & 0xffff) | 0x08 << 16 | 0x8e00 << 32 | ((h >> 16) & 0xffff) << 48;
-        wr(IDT.pa() as usize + 16 * v, lo);
-        wr(IDT.pa() as usize + 16 * v + 8, h >> 32);
-    }
-    #[repr(C, packed)]
-    struct DescPtr {
-        limit: u16,
-        base: u64,
-    }
-    let ptr = DescPtr {
-        limit: 32 * 16 - 1,
-        base: IDT.pa(),
-    };
-    // SAFETY: the IDT above stays in place for the whole run.
-    unsafe { asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags)) };
-}
 
 // -------------------------------------------------------------------- VMCB
 
@@ -326,7 +241,6 @@ fn init_vmcb(ncr3: u64, guest_cr3: u64) {
 
 extern "C" {
     fn svm_run(vmcb_pa: u64, regs: *mut [u64; 4]);
-    static guest_start: u8;
     static g_copy: u8;
     static g_load: u8;
     static g_store: u8;
@@ -360,15 +274,6 @@ impl fmt::Debug for Exit {
             ),
         }
     }
-}
-
-fn code_hpa() -> usize {
-    (&raw const guest_start) as usize
-}
-
-/// The guest-physical (and guest-virtual) address of a routine in `guest.s`.
-fn gaddr(sym: *const u8) -> u64 {
-    L.g_code + (sym as usize - code_hpa()) as u64
 }
 
 /// The ASID/TLB_CONTROL word the last VMRUN saw.
@@ -405,12 +310,6 @@ fn run(entry: *const u8, x: [u64; 4]) -> Exit {
 
 /// `VMMCALL` (0F 01 D9).
 const VMMCALL: u32 = 0x00d9_010f;
-
-/// Writes a 3-byte instruction at `pa` (x86 fetches see stores at once).
-fn write_insn(pa: usize, insn: u32) {
-    let w = rd(pa) & !0xff_ffff | insn as u64;
-    wr(pa, w);
-}
 
 /// Runs one batch through two collectors, for a CPU with and without
 /// FlushByAsid, so both of SvmTlbControl's answers are checked even though
@@ -626,44 +525,14 @@ impl Hv for Svm {
     }
 }
 
-// ------------------------------------------------------------------ layout
-
-/// The shared layout: guest code at GPA 0xc000_0000; host memory the tests
-/// own from 0x0400_0000 (q35 with -m 128M: RAM up to 0x800_0000; this image
-/// sits at 1 MiB and is far smaller); the hole with no PDPT entry (PML4[1]
-/// is present) at bit 39 + ...; the 1 GiB page maps host memory from 0
-/// (1 GiB aligned).
-const L: Layout = Layout::new(0xc000_0000, 0x0400_0000, BIT39 | 0x1230, 0, 0x04c0_0000);
-/// The guest's page tables: 3 pages.
-const H_GPT: usize = 0x0300_0000;
-const G_GPT: u64 = 0xc008_0000;
-/// Mapped by `map_after_fault`.
-const G_NEW: u64 = 0xc015_0000;
-const H_NEW: usize = 0x0401_5000;
-/// The frame at GPA `BIT39 | L.g_ram`.
-const H_39: usize = 0x0402_0000;
-
 // -------------------------------------------------------------------- main
 
 #[no_mangle]
 extern "C" fn hv_main() -> ! {
     load_idt();
-    let max_ext = cpuid(0x8000_0000)[0];
-    let ext1 = if max_ext >= 0x8000_0001 {
-        cpuid(0x8000_0001)
-    } else {
-        [0; 4]
-    };
-    let svm_leaf = if max_ext >= 0x8000_000a {
-        cpuid(0x8000_000a)
-    } else {
-        [0; 4]
-    };
-    let phys_bits = if max_ext >= 0x8000_0008 {
-        cpuid(0x8000_0008)[0] & 0xff
-    } else {
-        0
-    };
+    let ext1 = cpuid_ext(0x8000_0001);
+    let svm_leaf = cpuid_ext(0x8000_000a);
+    let phys_bits = cpuid_ext(0x8000_0008)[0] & 0xff;
     let svm = ext1[2] & (1 << 2) != 0;
     let nx = ext1[3] & (1 << 20) != 0;
     let gbpages = ext1[3] & (1 << 26) != 0;
@@ -694,37 +563,11 @@ extern "C" fn hv_main() -> ! {
         "Npt4: nCR3={ncr3:#x} (root at {:#x}), ASID={ASID}",
         t.root_paddr().as_usize()
     );
-    // The guest's own page tables: PML4 -> two PDPTs of 1 GiB pages mapping
-    // GPA 0..512 GiB and 512 GiB..1 TiB (bit 39) to themselves.
-    fill(H_GPT, 512, |_| 0);
-    wr(H_GPT, (G_GPT + 0x1000) | 3);
-    wr(H_GPT + 8, (G_GPT + 0x2000) | 3);
-    fill(H_GPT + 0x1000, 512, |i| (i as u64) << 30 | 0x83);
-    fill(H_GPT + 0x2000, 512, |i| BIT39 | (i as u64) << 30 | 0x83);
+    write_guest_tables();
 
     // The table is not live yet: nothing to invalidate.
     map_common(&mut t, &L, code_hpa());
-    ok(
-        t.map_region(
-            Gpa::from(G_GPT as usize),
-            Hpa::from(H_GPT),
-            3 * SIZE_4K,
-            RW,
-            true,
-        ),
-        "guest page tables",
-    )
-    .ignore();
-    ok(
-        t.map(
-            Gpa::from((BIT39 | L.g_ram) as usize),
-            Hpa::from(H_39),
-            SIZE_4K,
-            RW,
-        ),
-        "bit-39 page",
-    )
-    .ignore();
+    map_x86(&mut t);
     fill_common(&L);
     fill_frames(&[H_NEW, H_39]);
 

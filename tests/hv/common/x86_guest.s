@@ -1,7 +1,8 @@
 // The guest: 64-bit mode, CPL 0, its own page tables mapping every guest
 // virtual address it uses to the same guest-physical address. One page,
 // mapped by the nested table at G_CODE; the hypervisor enters a routine
-// with rdi, rsi, rdx, rcx set. Each ends in VMMCALL unless it faults first.
+// with rdi, rsi, rdx, rcx set. Each ends in `guest_exit`, a
+// macro the hypervisor defines (VMMCALL, VMCALL), unless it faults first.
 // AT&T syntax.
 
 .section .guest_text, "ax"
@@ -19,17 +20,17 @@ g_copy:
     addq    $8, %rsi
     decq    %rdx
     jnz     g_copy
-    vmmcall
+    guest_exit
 
 // rsi = [rdi] (64 bits)
 g_load:
     movq    (%rdi), %rsi
-    vmmcall
+    guest_exit
 
 // [rdi] = rsi (64 bits)
 g_store:
     movq    %rsi, (%rdi)
-    vmmcall
+    guest_exit
 
 // Jumps to rdi (which should end the run by itself).
 g_jump:
