@@ -103,7 +103,7 @@ const RISCV64: Arch = Arch {
         "-M",
         "virt",
         "-cpu",
-        "rv64,h=true",
+        "rv64,h=true,svpbmt=true",
         "-m",
         "512M",
         "-bios",
@@ -162,7 +162,6 @@ fn aarch64_uboot_under_stage2() {
 }
 
 #[test]
-#[ignore = "the RISC-V hypervisor is not written yet"]
 fn riscv64_uboot_under_sv39x4() {
     run(
         &RISCV64,
