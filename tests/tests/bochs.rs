@@ -44,6 +44,11 @@ const EXPECTED: &[&str] = &[
     "protect_flush",
     "map_after_fault",
     "gpa_bit39",
+    "ept_qualification",
+    "gpa_below_4g",
+    "ept_misconfig",
+    "ept_ad",
+    "vpid_remap_flush",
     "frames_freed",
 ];
 

@@ -19,6 +19,7 @@ pub fn outb(port: u16, v: u8) {
     };
 }
 
+#[allow(dead_code)] // the AMD hypervisor's UART; Bochs's port 0xE9 needs no status
 pub fn inb(port: u16) -> u8 {
     let v: u8;
     // SAFETY: reading a UART's line status register.
@@ -28,6 +29,7 @@ pub fn inb(port: u16) -> u8 {
     v
 }
 
+#[allow(dead_code)] // the AMD hypervisor's exit timeout
 pub fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: reads the time-stamp counter (CR4.TSD is clear at CPL 0 anyway).
@@ -74,6 +76,7 @@ pub fn cpuid_ext(leaf: u32) -> [u32; 4] {
 pub const MSR_EFER: u32 = 0xc000_0080;
 pub const EFER_LME: u64 = 1 << 8;
 pub const EFER_LMA: u64 = 1 << 10;
+#[allow(dead_code)] // nested NX on AMD needs it; EPT's X bit does not
 pub const EFER_NXE: u64 = 1 << 11;
 
 /// A 4 KiB page of host memory the hardware reads (IDT, VMCB, VMCS, TSS).

@@ -36,6 +36,7 @@ mod scenarios_rv_x86;
 #[path = "../../common/x86.rs"]
 mod x86;
 
+mod checks;
 mod vmx;
 
 use core::arch::global_asm;
@@ -271,6 +272,17 @@ extern "C" fn hv_main() -> ! {
     // x86 caches no not-present entries: npt asks for no flush.
     scenarios_rv_x86::map_after_fault(&mut rep, hv, &mut t, (G_NEW, H_NEW), Scope::Nothing);
     scenarios_rv_x86::gpa_bit39(&mut rep, hv, "gpa_bit39", &L, H_39);
+    checks::ept_qualification(&mut rep, hv);
+    checks::gpa_below_4g(&mut rep, hv, &mut t, 0x0510_0000);
+    checks::ept_misconfig(&mut rep, hv, &mut t, 0x0511_0000);
+    checks::ept_ad(&mut rep, hv, &caps, eptp, [0x0512_0000, 0x0513_0000]);
+    checks::vpid_remap(
+        &mut rep,
+        hv,
+        &caps,
+        &mut t,
+        [0x0514_0000, 0x0515_0000, 0x0516_0000],
+    );
 
     drop(t);
     scenarios::frames_freed(&mut rep, "the table");

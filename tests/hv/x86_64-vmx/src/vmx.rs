@@ -451,6 +451,21 @@ impl Vmx {
         vmwrite(control::EPTP_FULL, eptp)
     }
 
+    /// Turns VPID on with this VPID (non-zero), or off (0).
+    pub fn set_vpid(&mut self, vpid: u16) -> Result<(), Field> {
+        let bit = SecondaryControls::ENABLE_VPID.bits();
+        self.secondary = if vpid != 0 {
+            self.secondary | bit
+        } else {
+            self.secondary & !bit
+        };
+        vmwrite(control::VPID, vpid.into())?;
+        vmwrite(
+            control::SECONDARY_PROCBASED_EXEC_CONTROLS,
+            self.secondary.into(),
+        )
+    }
+
     /// Runs `routine` with rdi, rsi, rdx, rcx = `x` until the next VM exit.
     pub fn run_routine(&mut self, routine: Routine, x: [u64; 4]) -> Exit {
         let entry = match routine {
