@@ -74,19 +74,7 @@ const AARCH64: Arch = Arch {
     dir: "uboot-aarch64",
     target: "aarch64-unknown-none",
     qemu: "qemu-system-aarch64",
-    machine: &[
-        "-cpu",
-        "cortex-a57",
-        "-m",
-        "512M",
-        "-nodefaults",
-        "-display",
-        "none",
-        "-serial",
-        "stdio",
-        "-monitor",
-        "none",
-    ],
+    machine: &["-cpu", "cortex-a57", "-m", "512M"],
     uboot: "/usr/lib/u-boot/qemu_arm64/u-boot.bin",
     ram_gpa: 0x4000_0000,
     uboot_off: 0x20_0000,
@@ -107,13 +95,6 @@ const RISCV64: Arch = Arch {
         "-m",
         "512M",
         "-bios",
-        "none",
-        "-nodefaults",
-        "-display",
-        "none",
-        "-serial",
-        "stdio",
-        "-monitor",
         "none",
     ],
     uboot: "/usr/lib/u-boot/qemu-riscv64_smode/u-boot.bin",
@@ -218,13 +199,25 @@ fn run(arch: &Arch, variants: &[Variant]) {
     );
 }
 
+/// No default devices (none with DMA behind virtio-mmio or PCIe), the
+/// serial console on stdin/stdout.
+const CONSOLE: [&str; 7] = [
+    "-nodefaults",
+    "-display",
+    "none",
+    "-serial",
+    "stdio",
+    "-monitor",
+    "none",
+];
+
 /// The machine's arguments for a variant.
 fn machine_args(arch: &Arch, v: &Variant) -> Vec<String> {
     let mut args = Vec::new();
     if !v.machine.is_empty() {
         args.extend(["-M".to_string(), v.machine.to_string()]);
     }
-    args.extend(arch.machine.iter().map(|s| s.to_string()));
+    args.extend(arch.machine.iter().chain(&CONSOLE).map(|s| s.to_string()));
     args
 }
 

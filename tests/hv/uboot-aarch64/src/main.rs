@@ -14,6 +14,9 @@
 #![no_std]
 #![no_main]
 
+#[path = "../../common/aarch64.rs"]
+#[macro_use]
+mod platform;
 #[path = "../../common/frames.rs"]
 mod frames;
 #[path = "../../common/report.rs"]
@@ -34,7 +37,6 @@ use uboot::{Config, Table, Window};
 global_asm!(include_str!("../../aarch64/src/boot.s"), options(raw));
 global_asm!(include_str!("switch.s"), options(raw));
 
-const UART: usize = 0x0900_0000;
 /// Host RAM with `-m 512M`.
 const HOST_RAM: (usize, usize) = (0x4000_0000, 0x6000_0000);
 /// Where the runner plants the configuration (the top of host RAM).
@@ -67,56 +69,8 @@ const WIDE_WINDOWS: [Window; 6] = [
     (0x80_0000_0000, 0x80_0000_0000, 1 << 38),
 ];
 
-/// Writes one byte to the PL011.
-pub fn putc(c: u8) {
-    // SAFETY: the PL011 of QEMU virt; FR (0x18) bit 5 is TXFF.
-    unsafe {
-        while ((UART + 0x18) as *const u32).read_volatile() & (1 << 5) != 0 {}
-        (UART as *mut u32).write_volatile(c as u32);
-    }
-}
-
-/// Ends the QEMU run with `code` (semihosting SYS_EXIT, ADP_Stopped_ApplicationExit).
-fn exit(code: u64) -> ! {
-    let block: [u64; 2] = [0x20026, code];
-    // SAFETY: semihosting call; QEMU runs with -semihosting.
-    unsafe { asm!("hlt #0xf000", in("x0") 0x18u64, in("x1") block.as_ptr(), options(nostack)) };
-    loop {
-        // SAFETY: waiting forever has no effect.
-        unsafe { asm!("wfe") };
-    }
-}
-
-macro_rules! mrs {
-    ($reg:literal) => {{
-        let v: u64;
-        // SAFETY: reading a system register at EL2.
-        unsafe { asm!(concat!("mrs {}, ", $reg), out(reg) v, options(nomem, nostack)) };
-        v
-    }};
-}
-
-macro_rules! msr {
-    ($reg:literal, $v:expr) => {{
-        let v: u64 = $v;
-        // SAFETY: the hypervisor owns EL2's and the guest's registers.
-        unsafe { asm!(concat!("msr ", $reg, ", {}"), "isb", in(reg) v, options(nostack)) };
-    }};
-}
-
-#[panic_handler]
-fn panic(info: &core::panic::PanicInfo) -> ! {
-    println!("PANIC: {info}");
-    exit(2)
-}
-
-/// An exception the hypervisor does not expect (from EL2, or an
-/// asynchronous one from the guest).
-#[no_mangle]
-extern "C" fn hv_unexpected(vector: u64, esr: u64, elr: u64, far: u64) -> ! {
-    println!("PANIC: EL2 vector {vector} esr={esr:#x} elr={elr:#x} far={far:#x}");
-    exit(3)
-}
+use platform::exit;
+pub use platform::putc;
 
 /// The guest's registers (`switch.s`).
 #[repr(C, align(16))]

@@ -6,7 +6,7 @@
 //! DMA would bypass the G-stage) and the test device (the guest's own
 //! poweroff would end QEMU before the hypervisor could check) left out.
 //!
-//! M-mode setup as in `riscv64/`, then HS-mode. The hypervisor is the
+//! M-mode setup as in `riscv64/` (`common/riscv64.rs`), then HS-mode. The hypervisor is the
 //! guest's SBI: the Base extension and System Reset; every other call is
 //! answered "not supported". U-Boot's `poweroff` is an SBI system reset
 //! (shutdown): the hypervisor then checks its table and the marker U-Boot
@@ -16,6 +16,10 @@
 #![no_std]
 #![no_main]
 
+#[path = "../../common/riscv64.rs"]
+#[macro_use]
+#[allow(dead_code)] // MISA and MENVCFG are for the scenario hypervisor
+mod platform;
 #[path = "../../common/frames.rs"]
 mod frames;
 #[path = "../../common/report.rs"]
@@ -35,8 +39,6 @@ use uboot::{Table, Window};
 global_asm!(include_str!("../../riscv64/src/boot.s"), options(raw));
 global_asm!(include_str!("switch.s"), options(raw));
 
-const UART: usize = 0x1000_0000;
-const TEST_DEVICE: usize = 0x10_0000;
 /// Host RAM with `-m 512M`.
 const HOST_RAM: (usize, usize) = (0x8000_0000, 0xa000_0000);
 /// Where the runner plants the configuration (the top of host RAM).
@@ -62,108 +64,13 @@ const WINDOWS: [Window; 7] = [
     (0x4_0000_0000, 0x4_0000_0000, 0x4_0000_0000),
 ];
 
-/// Writes one byte to the 16550 (LSR bit 5: THR empty).
-pub fn putc(c: u8) {
-    // SAFETY: the 16550 of QEMU virt.
-    unsafe {
-        while ((UART + 5) as *const u8).read_volatile() & 0x20 == 0 {}
-        (UART as *mut u8).write_volatile(c);
-    }
-}
-
-/// Ends the QEMU run with `code` (the sifive_test device: 0x5555 passes,
-/// `code << 16 | 0x3333` fails with that exit status).
-fn exit(code: u32) -> ! {
-    let v = if code == 0 {
-        0x5555
-    } else {
-        (code << 16) | 0x3333
-    };
-    // SAFETY: the test device of QEMU virt.
-    unsafe { (TEST_DEVICE as *mut u32).write_volatile(v) };
-    loop {
-        // SAFETY: waiting forever has no effect.
-        unsafe { asm!("wfi") };
-    }
-}
-
-macro_rules! csrr {
-    ($csr:literal) => {{
-        let v: u64;
-        // SAFETY: reading a CSR of the current or a lower mode.
-        unsafe { asm!(concat!("csrr {}, ", $csr), out(reg) v, options(nomem, nostack)) };
-        v
-    }};
-}
-
-macro_rules! csrw {
-    ($csr:literal, $v:expr) => {{
-        let v: u64 = $v;
-        // SAFETY: the hypervisor owns its own and the guest's CSRs.
-        unsafe { asm!(concat!("csrw ", $csr, ", {}"), in(reg) v, options(nostack)) };
-    }};
-}
-
-macro_rules! csrs {
-    ($csr:literal, $v:expr) => {{
-        let v: u64 = $v;
-        // SAFETY: as for csrw.
-        unsafe { asm!(concat!("csrs ", $csr, ", {}"), in(reg) v, options(nostack)) };
-    }};
-}
-
-#[panic_handler]
-fn panic(info: &core::panic::PanicInfo) -> ! {
-    println!("PANIC: {info}");
-    exit(2)
-}
-
-#[no_mangle]
-extern "C" fn m_unexpected(cause: u64, epc: u64, tval: u64) -> ! {
-    println!("PANIC: M-mode trap mcause={cause:#x} mepc={epc:#x} mtval={tval:#x}");
-    exit(3)
-}
-
-#[no_mangle]
-extern "C" fn hs_unexpected(cause: u64, epc: u64, tval: u64) -> ! {
-    println!("PANIC: HS-mode trap scause={cause:#x} sepc={epc:#x} stval={tval:#x}");
-    exit(3)
-}
+use platform::exit;
+pub use platform::putc;
 
 extern "C" {
-    fn m_trap();
-    fn hs_entry();
     fn uv_enter(ctx: *mut Ctx);
     fn uv_trap();
     static __stack_top: u8;
-}
-
-/// M-mode: what a firmware does before starting a hypervisor in HS-mode.
-#[no_mangle]
-extern "C" fn m_main() -> ! {
-    csrw!("mtvec", m_trap as *const () as u64);
-    // One NAPOT PMP entry over all of memory, R W X, for S and U.
-    csrw!("pmpaddr0", u64::MAX >> 10);
-    csrw!("pmpcfg0", 0x1f);
-    // The guest's exceptions go to HS-mode: misaligned/access faults (0-7),
-    // illegal instruction, breakpoint, ECALL from U and VS (8, 10), page
-    // faults (12, 13, 15), guest-page faults (20, 21, 23), virtual
-    // instruction (22).
-    let deleg: u64 = 0xff | 1 << 8 | 1 << 10 | 1 << 12 | 1 << 13 | 1 << 15 | 0xf << 20;
-    csrw!("medeleg", deleg);
-    csrw!("mideleg", 0);
-    // menvcfg.PBMTE (bit 62): Svpbmt for the G-stage (npt maps DEVICE with
-    // PBMT = IO).
-    csrs!("0x30a", 1 << 62);
-    // mcounteren: cycle, time, instret readable below M-mode.
-    csrw!("mcounteren", 7);
-    // mret to HS-mode (MPP = S, MPV = 0) with FS = Initial.
-    let mstatus = csrr!("mstatus");
-    let mstatus = (mstatus & !(3 << 11) & !(1 << 39) & !(3 << 13)) | 1 << 11 | 1 << 13;
-    csrw!("mstatus", mstatus);
-    csrw!("mepc", hs_entry as *const () as u64);
-    // SAFETY: mepc and mstatus are set up for HS-mode.
-    unsafe { asm!("mret", options(noreturn)) }
 }
 
 /// The guest's registers (`switch.s`).
