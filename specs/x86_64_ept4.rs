@@ -130,9 +130,12 @@
                 flags = [!READ, !WRITE, !EXECUTE];
                 reason = "an EPT entry with bits 2:0 clear is not present (SDM Vol. 3C §29.3.2)";
             }
+            // Execute-only (bits 2:0 = 100b) is a misconfiguration unless
+            // the CPU reports it: lifted by the `execute_only` param.
             forbid execute_only {
                 flags = [EXECUTE, !READ, !WRITE];
-                reason = "execute-only EPT entries need IA32_VMX_EPT_VPID_CAP bit 0, which npt does not assume (SDM Vol. 3C §29.3.3.1)";
+                unless = execute_only;
+                reason = "execute-only EPT entries need IA32_VMX_EPT_VPID_CAP bit 0; a table made with `execute_only: 1` allows them (SDM Vol. 3C §29.3.3.1)";
             }
             forbid device_and_uncached {
                 flags = [DEVICE, UNCACHED];
@@ -143,6 +146,11 @@
         /// Enable accessed and dirty flags (EPTP bit 6): 1 only if
         /// IA32_VMX_EPT_VPID_CAP bit 21 is set.
         param ad { width = 1; }
+
+        /// Allow execute-only leaves (`MappingFlags::EXECUTE` alone): 1 only
+        /// if IA32_VMX_EPT_VPID_CAP bit 0 is set (SDM Vol. 3C §29.3.3.1,
+        /// Vol. 3D §A.10). With 0 they are refused as `IllegalFlags`.
+        param execute_only { width = 1; }
 
         /// The extended-page-table pointer, VMCS field 0x201A.
         /// EPTP bits 11:0 hold the memory type, walk length and flags: the

@@ -1,7 +1,7 @@
 //! Stage 3: rules over the typed model, one function per rule, each stating
 //! the rule it enforces. Every rule runs; every violation is reported.
 
-use crate::encode::{combo_name, governed_bits, row_bits};
+use crate::encode::{combo_name, governed_bits, row_bits, Illegal};
 use crate::errors::Errors;
 use crate::eval::Env;
 use crate::model::{Assign, BitRange, Format, Kind, MFlag, Operand, Pred, Recipe};
@@ -41,6 +41,7 @@ fn check_format(f: &Format, errs: &mut Errors) {
     check_mapping_coverage(f, errs);
     check_mapping_rows(f, errs);
     check_legal_combos_are_leaves(f, errs);
+    check_forbid_unless(f, errs);
     check_params(f, errs);
     check_registers(f, errs);
     check_flush(f, errs);
@@ -579,8 +580,48 @@ fn check_legal_combos_are_leaves(f: &Format, errs: &mut Errors) {
         if combo & f.ignored_bits() != 0 {
             continue;
         }
-        let Some(Ok((_, attrs))) = f.encode_combo(combo) else {
-            continue;
+        // A combination a conditional `forbid` refuses is legal once its
+        // param is set: it must build a present leaf too.
+        let (attrs, lifted) = match f.encode_combo(combo) {
+            Some(Ok((_, attrs))) => (attrs, None),
+            Some(Err(Illegal::Forbidden(i))) => {
+                let fb = &f.permissions.forbids[i];
+                let Some(param) = &fb.unless else { continue };
+                match f.encode_rows(combo) {
+                    Some(Ok((_, attrs))) => (attrs, Some(fb)),
+                    Some(Err(_)) => {
+                        errs.error(
+                            param.span(),
+                            format!(
+                                "the combination {} is refused by `forbid {}` only while `{param}` is 0, but the `map` rows give it no encoding; add the row, or drop `unless` to refuse it always",
+                                combo_name(combo),
+                                fb.name
+                            ),
+                        );
+                        return;
+                    }
+                    None => continue,
+                }
+            }
+            _ => continue,
+        };
+        let not_refused = match lifted {
+            None => "is not refused".to_string(),
+            Some(fb) => format!(
+                "is allowed once `{}` is set (`forbid {}` has `unless`)",
+                fb.unless
+                    .as_ref()
+                    .map(|u| u.to_string())
+                    .unwrap_or_default(),
+                fb.name
+            ),
+        };
+        let fix = |f: &Format, combo| match lifted {
+            None => format!(
+                "refuse it under `permissions` with {}",
+                forbid_suggestion(f, combo)
+            ),
+            Some(fb) => format!("drop `unless` from `forbid {}`", fb.name),
         };
         for (kname, k) in &kinds {
             let Some((set_mask, set_bits)) = f.assigns_bits(&k.set) else {
@@ -602,10 +643,10 @@ fn check_legal_combos_are_leaves(f: &Format, errs: &mut Errors) {
                 errs.error(
                     r.name.span(),
                     format!(
-                        "the combination {} is not refused, but its {kname} entry ({raw:#x}) is this reserved encoding ({}); refuse it under `permissions` with {}",
+                        "the combination {} {not_refused}, but its {kname} entry ({raw:#x}) is this reserved encoding ({}); {}",
                         combo_name(combo),
                         r.reason.value(),
-                        forbid_suggestion(f, combo)
+                        fix(f, combo)
                     ),
                 );
                 return;
@@ -622,9 +663,9 @@ fn check_legal_combos_are_leaves(f: &Format, errs: &mut Errors) {
                     errs.error(
                         k.span,
                         format!(
-                            "the combination {} is not refused, but its {kname} entry ({raw:#x}) is not a present leaf ({what}); refuse it under `permissions` with {}",
+                            "the combination {} {not_refused}, but its {kname} entry ({raw:#x}) is not a present leaf ({what}); {}",
                             combo_name(combo),
-                            forbid_suggestion(f, combo)
+                            fix(f, combo)
                         ),
                     );
                     return;
@@ -649,6 +690,46 @@ fn forbid_suggestion(f: &Format, combo: usize) -> String {
         "`forbid NAME {{ flags = [{}]; reason = \"...\"; }}`",
         flags.join(", ")
     )
+}
+
+/// `unless = NAME` names a param, and no combination is left to two
+/// conditional `forbid`s (which param would lift it?).
+fn check_forbid_unless(f: &Format, errs: &mut Errors) {
+    let forbids = &f.permissions.forbids;
+    for fb in forbids {
+        let Some(u) = &fb.unless else { continue };
+        if !f.params.iter().any(|p| p.name == *u) {
+            let names: Vec<String> = f.params.iter().map(|p| format!("`{}`", p.name)).collect();
+            errs.error(
+                u.span(),
+                format!(
+                    "`unless = {u};` names no param (declared: {}); declare `param {u} {{ width = 1; }}` for the capability that lifts this refusal",
+                    if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                ),
+            );
+        }
+    }
+    for combo in 0..64usize {
+        if combo & f.ignored_bits() != 0 {
+            continue;
+        }
+        let hits: Vec<usize> = f.forbidding(combo).collect();
+        if let [a, b, ..] = hits[..] {
+            let (fa, fb) = (&forbids[a], &forbids[b]);
+            if fa.unless.is_some() && fb.unless.is_some() {
+                errs.error(
+                    fb.name.span(),
+                    format!(
+                        "the combination {} is refused by two conditional rules, `forbid {}` and `forbid {}`; which param lifts it is ambiguous: narrow one rule's `flags`",
+                        combo_name(combo),
+                        fa.name,
+                        fb.name
+                    ),
+                );
+                return;
+            }
+        }
+    }
 }
 
 fn check_params(f: &Format, errs: &mut Errors) {

@@ -98,17 +98,36 @@ impl Format {
 
     /// The attribute bits (mask, value) a `MappingFlags` combination (given as
     /// its bits) encodes to, or why it has none. `None` if names are broken.
+    /// An unconditional `forbid` decides before one with `unless`.
     pub fn encode_combo(&self, combo: usize) -> Option<Result<(u64, u64), Illegal>> {
-        let combo = combo & !self.ignored_bits();
-        for (i, f) in self.permissions.forbids.iter().enumerate() {
-            let hit = f
-                .flags
-                .iter()
-                .all(|(fl, present)| (combo & fl.value.bit() != 0) == *present);
-            if hit {
-                return Some(Err(Illegal::Forbidden(i)));
-            }
+        if let Some(i) = self.forbidding(combo).next() {
+            return Some(Err(Illegal::Forbidden(i)));
         }
+        self.encode_rows(combo)
+    }
+
+    /// The `forbid`s that refuse `combo` (indexes), unconditional ones first.
+    pub fn forbidding(&self, combo: usize) -> impl Iterator<Item = usize> + '_ {
+        let combo = combo & !self.ignored_bits();
+        let hits = move |conditional: bool| {
+            self.permissions
+                .forbids
+                .iter()
+                .enumerate()
+                .filter(move |(_, f)| {
+                    f.unless.is_some() == conditional
+                        && f.flags
+                            .iter()
+                            .all(|(fl, present)| (combo & fl.value.bit() != 0) == *present)
+                })
+                .map(|(i, _)| i)
+        };
+        hits(false).chain(hits(true))
+    }
+
+    /// What the mapping rows alone make of `combo`, whatever `forbid` says.
+    pub fn encode_rows(&self, combo: usize) -> Option<Result<(u64, u64), Illegal>> {
+        let combo = combo & !self.ignored_bits();
         let mut mask = 0;
         let mut value = 0;
         for (i, m) in self.permissions.mappings.iter().enumerate() {

@@ -297,6 +297,9 @@ pub struct Forbid {
     /// Each flag with whether it must be present (`true`) or absent.
     pub flags: Vec<(Spanned<MFlag>, bool)>,
     pub reason: LitStr,
+    /// A param that lifts the refusal when non-zero (a CPU capability the
+    /// caller says it has: `unless = execute_only;`).
+    pub unless: Option<Ident>,
 }
 
 /// A run-time parameter of the root register (a VMID, say).
@@ -1384,11 +1387,13 @@ fn forbid(node: &Node, errs: &mut Errors) -> Option<Forbid> {
     let reason = b
         .required("reason", "reason = \"...\";", errs)
         .and_then(|n| str_value(n, errs));
-    b.finish(&["flags", "reason"], errs);
+    let unless = b.one("unless", errs).and_then(|n| ident_value(n, errs));
+    b.finish(&["flags", "reason", "unless"], errs);
     Some(Forbid {
         name: name?,
         flags: flags?,
         reason: reason?,
+        unless,
     })
 }
 

@@ -169,6 +169,18 @@ impl AddressField {
 pub struct Illegal {
     /// The reason, in the manual's terms.
     pub reason: &'static str,
+    /// Set when a table parameter lifts the refusal (a CPU capability the
+    /// caller has: EPT execute-only with IA32_VMX_EPT_VPID_CAP bit 0).
+    pub unless: Option<Unless>,
+}
+
+/// A refusal a table parameter lifts: the spec's `forbid` with `unless`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unless {
+    /// The rule, for [`Format::allows`].
+    pub rule: u8,
+    /// The attribute bits the combination has once allowed.
+    pub attrs: u64,
 }
 
 /// Reads one group of `MappingFlags` back from an entry: when
@@ -263,8 +275,21 @@ impl Layout {
     /// The attribute bits for `flags`, or why they are illegal.
     /// `MappingFlags` bits outside the six it defines (READ ... UNCACHED)
     /// are refused, never dropped.
+    /// Combinations a conditional rule refuses stay refused: see
+    /// [`Layout::attrs_allowing`].
     #[inline]
     pub fn attrs(&self, flags: MappingFlags) -> Result<u64, Error> {
+        self.attrs_allowing(flags, |_| false)
+    }
+
+    /// [`Layout::attrs`], where `allowed(rule)` says whether the table's
+    /// parameters lift conditional rule `rule` ([`Format::allows`]).
+    #[inline]
+    pub fn attrs_allowing(
+        &self,
+        flags: MappingFlags,
+        allowed: impl Fn(u8) -> bool,
+    ) -> Result<u64, Error> {
         if flags.bits() & !0x3f != 0 {
             return Err(Error::IllegalFlags {
                 flags,
@@ -274,6 +299,9 @@ impl Layout {
         let idx = flags.bits() & !self.ignored & 0x3f;
         match self.leaf_attrs.get(idx) {
             Some(Ok(attrs)) => Ok(*attrs),
+            Some(Err(Illegal {
+                unless: Some(u), ..
+            })) if allowed(u.rule) => Ok(u.attrs),
             Some(Err(e)) => Err(Error::IllegalFlags {
                 flags,
                 reason: e.reason,
@@ -447,6 +475,13 @@ pub trait Format: 'static + Send + Sync {
     /// Checks `params` and computes, for a root table at `root_pa`, the
     /// values flush recipes refer to by name (the root register first).
     fn context(root_pa: u64, params: &Self::Params) -> Result<crate::flush::Context, Error>;
+
+    /// Whether `params` lift the spec's conditional refusal `rule` (a
+    /// `forbid` with `unless = PARAM`: the param is non-zero).
+    fn allows(params: &Self::Params, rule: u8) -> bool {
+        let _ = (params, rule);
+        false
+    }
 }
 
 /// The layout the spec compiler's fallback gives a format whose spec has
@@ -478,7 +513,10 @@ pub const STUB_LAYOUT: Layout = Layout {
         pa_shift: 12,
     },
     ignored: 0,
-    leaf_attrs: [Err(Illegal { reason: "" }); 64],
+    leaf_attrs: [Err(Illegal {
+        reason: "",
+        unless: None,
+    }); 64],
     attr_mask: 0,
     bbm_mask: 0,
     log_bit: 0,

@@ -48,6 +48,7 @@ const EXPECTED: &[&str] = &[
     "gpa_below_4g",
     "ept_misconfig",
     "ept_ad",
+    "execute_only",
     "vpid_remap_flush",
     "frames_freed",
 ];

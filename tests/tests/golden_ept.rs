@@ -22,8 +22,8 @@ use npt::{
 // `map` and `map_pages` check that mapping needs no invalidation: EPT does
 // not cache not-present entries (SDM §29.4.2).
 use npt_tests::{
-    all_combinations, entry, fresh, leaves, live_frames, map, map_pages, raw_leaf, reset, run,
-    snapshot, Table, DEFAULT_BASE, DEFAULT_FRAMES, RW,
+    all_combinations, entry, fresh, fresh_with, leaves, live_frames, map, map_pages, raw_leaf,
+    reset, run, snapshot, Table, DEFAULT_BASE, DEFAULT_FRAMES, RW,
 };
 
 /// The PML4 (root) of a fresh table: the first frame of the arena.
@@ -43,7 +43,7 @@ fn invept_single(eptp: u64) -> Event {
 
 /// The hand model of SDM §29.3.3.1 and §29.3.2 npt follows: an entry needs
 /// R (no access = not present; W without R = misconfiguration; X alone
-/// needs the execute-only capability, which npt does not assume), and
+/// needs the execute-only capability, off in a default table), and
 /// DEVICE/UNCACHED name two different memory types.
 fn legal(f: MF) -> bool {
     f.contains(MF::READ) && !f.contains(MF::DEVICE | MF::UNCACHED)
@@ -299,6 +299,62 @@ fn illegal_combinations_are_refused_without_change() {
     assert_eq!(raw_leaf(&t, 0x1000), 0x5073);
 }
 
+/// Execute-only leaves on a CPU that reports them (IA32_VMX_EPT_VPID_CAP
+/// bit 0, SDM Vol. 3C §29.3.3.1: without it, bits 2:0 = 100b is a
+/// misconfiguration). A table made with `execute_only: 1` encodes
+/// EXECUTE alone as X (bit 2) with the RAM memory type, by hand:
+/// 0x6000 | X 0x4 | WB (6 << 3) 0x30 | IPAT 0x40 = 0x6074; with UNCACHED,
+/// WC (1 << 3) 0x8 and no IPAT: 0x7000 | 0x4 | 0x8 = 0x700c. Write without
+/// read stays refused (it is a misconfiguration whatever the CPU), and so
+/// does the same map on a default table.
+#[test]
+fn execute_only_needs_the_param() {
+    let x = MF::EXECUTE;
+    let mut t = fresh_with::<Ept4>(Ept4Params {
+        ad: 0,
+        execute_only: 1,
+    });
+    map(&mut t, 0x1000, 0x6000, SIZE_4K, x);
+    map(&mut t, 0x2000, 0x7000, SIZE_4K, x | MF::UNCACHED);
+    assert_eq!(raw_leaf(&t, 0x1000), 0x6074);
+    assert_eq!(raw_leaf(&t, 0x2000), 0x700c);
+    assert_eq!(t.query(Gpa::from(0x1000)).unwrap().flags, x);
+    let before = snapshot(&t);
+    for f in [MF::WRITE | x, MF::empty()] {
+        let err = t.map(Gpa::from(0x3000), Hpa::from(0x8000), SIZE_4K, f);
+        assert!(
+            matches!(err, Err(Error::IllegalFlags { .. })),
+            "{f:?}: {err:?}"
+        );
+    }
+    // protect to execute-only, then back to read-execute.
+    t.protect(Gpa::from(0x2000), MF::READ | x).unwrap().ignore();
+    assert_eq!(raw_leaf(&t, 0x2000), 0x7075);
+    t.protect(Gpa::from(0x2000), x | MF::UNCACHED)
+        .unwrap()
+        .ignore();
+    assert_eq!(snapshot(&t), before);
+    drop(t);
+
+    let mut plain = fresh::<Ept4>();
+    let err = plain.map(Gpa::from(0x1000), Hpa::from(0x6000), SIZE_4K, x);
+    assert!(
+        matches!(err, Err(Error::IllegalFlags { reason, .. }) if reason.contains("execute_only: 1")),
+        "{err:?}"
+    );
+    let r = Table::<Ept4>::try_new_with(Ept4Params {
+        ad: 0,
+        execute_only: 2,
+    });
+    assert!(matches!(
+        r,
+        Err(Error::ParamOutOfRange {
+            param: "execute_only",
+            ..
+        })
+    ));
+}
+
 #[test]
 fn user_is_ignored() {
     let mut t = fresh::<Ept4>();
@@ -427,17 +483,47 @@ fn generic_pte_huge_page_with_unaligned_address_fails_closed() {
 #[test]
 fn eptp_golden_values() {
     let root = Hpa::from(ROOT);
-    assert_eq!(Ept4::eptp(root, &Ept4Params { ad: 0 }), Ok(EPTP_ROOT));
+    assert_eq!(
+        Ept4::eptp(
+            root,
+            &Ept4Params {
+                ad: 0,
+                execute_only: 0
+            }
+        ),
+        Ok(EPTP_ROOT)
+    );
     // A/D enable is bit 6: 0x8000_001e | 0x40.
-    assert_eq!(Ept4::eptp(root, &Ept4Params { ad: 1 }), Ok(0x8000_005e));
+    assert_eq!(
+        Ept4::eptp(
+            root,
+            &Ept4Params {
+                ad: 1,
+                execute_only: 0
+            }
+        ),
+        Ok(0x8000_005e)
+    );
     // PML4 at the top of the 52-bit space: bits 51:12 all set | 0x1e.
     assert_eq!(
-        Ept4::eptp(Hpa::from(0x000f_ffff_ffff_f000), &Ept4Params { ad: 0 }),
+        Ept4::eptp(
+            Hpa::from(0x000f_ffff_ffff_f000),
+            &Ept4Params {
+                ad: 0,
+                execute_only: 0
+            }
+        ),
         Ok(0x000f_ffff_ffff_f01e)
     );
     // 2^52 does not fit bits 51:12.
     assert_eq!(
-        Ept4::eptp(Hpa::from(1 << 52), &Ept4Params { ad: 0 }),
+        Ept4::eptp(
+            Hpa::from(1 << 52),
+            &Ept4Params {
+                ad: 0,
+                execute_only: 0
+            }
+        ),
         Err(Error::RegisterField {
             register: "EPTP",
             field: "pml4"
@@ -451,16 +537,29 @@ fn root_register_is_the_eptp() {
     assert_eq!(t.root_register(), EPTP_ROOT);
     drop(t);
     reset(DEFAULT_BASE, DEFAULT_FRAMES);
-    let t = Table::<Ept4>::try_new_with(Ept4Params { ad: 1 }).unwrap();
+    let t = Table::<Ept4>::try_new_with(Ept4Params {
+        ad: 1,
+        execute_only: 0,
+    })
+    .unwrap();
     assert_eq!(t.root_paddr(), Hpa::from(ROOT));
     assert_eq!(t.root_register(), 0x8000_005e);
-    assert_eq!(t.params(), &Ept4Params { ad: 1 });
+    assert_eq!(
+        t.params(),
+        &Ept4Params {
+            ad: 1,
+            execute_only: 0
+        }
+    );
 }
 
 #[test]
 fn ad_param_out_of_range_is_refused() {
     reset(DEFAULT_BASE, DEFAULT_FRAMES);
-    let r = Table::<Ept4>::try_new_with(Ept4Params { ad: 2 });
+    let r = Table::<Ept4>::try_new_with(Ept4Params {
+        ad: 2,
+        execute_only: 0,
+    });
     assert_eq!(
         r.err(),
         Some(Error::ParamOutOfRange {
@@ -682,7 +781,13 @@ fn hpa_beyond_output_range_is_refused() {
 #[test]
 fn eptp_refuses_a_misaligned_root() {
     assert!(matches!(
-        Ept4::eptp(Hpa::from(0x12_3800), &Ept4Params { ad: 0 }),
+        Ept4::eptp(
+            Hpa::from(0x12_3800),
+            &Ept4Params {
+                ad: 0,
+                execute_only: 0
+            }
+        ),
         Err(Error::Requirement {
             rule: "root_aligned",
             ..

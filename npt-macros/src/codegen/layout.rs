@@ -109,8 +109,18 @@ pub fn generate(f: &Format) -> TokenStream {
             quote!(::core::result::Result::Ok(#v))
         }
         Some(Err(crate::encode::Illegal::Forbidden(i))) => {
-            let reason = f.permissions.forbids[i].reason.value();
-            quote!(::core::result::Result::Err(::npt::format::Illegal { reason: #reason }))
+            let fb = &f.permissions.forbids[i];
+            let reason = fb.reason.value();
+            // A conditional refusal carries the encoding its param unlocks.
+            let unless = match (&fb.unless, f.encode_rows(combo)) {
+                (Some(_), Some(Ok((_, v)))) => {
+                    let v = hex(v);
+                    let rule = i as u8;
+                    quote!(::core::option::Option::Some(::npt::format::Unless { rule: #rule, attrs: #v }))
+                }
+                _ => quote!(::core::option::Option::None),
+            };
+            quote!(::core::result::Result::Err(::npt::format::Illegal { reason: #reason, unless: #unless }))
         }
         Some(Err(crate::encode::Illegal::NoRow(i))) => {
             let m = &f.permissions.mappings[i];
@@ -119,10 +129,11 @@ pub fn generate(f: &Format) -> TokenStream {
                 "{name_str} has no encoding for this combination of {}",
                 names.join(", ")
             );
-            quote!(::core::result::Result::Err(::npt::format::Illegal { reason: #reason }))
+            quote!(::core::result::Result::Err(::npt::format::Illegal { reason: #reason, unless: ::core::option::Option::None }))
         }
         None => quote!(::core::result::Result::Err(::npt::format::Illegal {
-            reason: "unencodable"
+            reason: "unencodable",
+            unless: ::core::option::Option::None,
         })),
     });
     let attr_mask_value = f
@@ -156,6 +167,27 @@ pub fn generate(f: &Format) -> TokenStream {
         quote! {
             fn output_bits(params: &#params_ty) -> u32 {
                 (params.#limit as u32).min(#output_bits)
+            }
+        }
+    });
+    let lifts = f
+        .permissions
+        .forbids
+        .iter()
+        .enumerate()
+        .filter_map(|(i, fb)| {
+            let param = fb.unless.as_ref()?;
+            let rule = i as u8;
+            Some(quote!(#rule => params.#param != 0,))
+        })
+        .collect::<Vec<_>>();
+    let allows_fn = (!lifts.is_empty()).then(|| {
+        quote! {
+            fn allows(params: &#params_ty, rule: u8) -> bool {
+                match rule {
+                    #(#lifts)*
+                    _ => false,
+                }
             }
         }
     });
@@ -209,6 +241,7 @@ pub fn generate(f: &Format) -> TokenStream {
             type Params = #params_ty;
 
             #output_bits_fn
+            #allows_fn
 
             fn context(root_pa: u64, params: &#params_ty) -> ::core::result::Result<::npt::flush::Context, ::npt::Error> {
                 Self::__context(root_pa, params)

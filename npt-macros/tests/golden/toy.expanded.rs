@@ -307,135 +307,169 @@ impl ::npt::Format for Toy {
         leaf_attrs: [
             ::core::result::Result::Err(::npt::format::Illegal {
                 reason: "not a leaf",
+                unless: ::core::option::Option::None,
             }),
             ::core::result::Result::Ok(0x2u64),
             ::core::result::Result::Err(::npt::format::Illegal {
                 reason: "reserved",
+                unless: ::core::option::Option::None,
             }),
             ::core::result::Result::Ok(0x6u64),
             ::core::result::Result::Ok(0x8u64),
             ::core::result::Result::Ok(0xau64),
             ::core::result::Result::Err(::npt::format::Illegal {
                 reason: "reserved",
+                unless: ::core::option::Option::None,
             }),
             ::core::result::Result::Ok(0xeu64),
             ::core::result::Result::Err(::npt::format::Illegal {
                 reason: "not a leaf",
+                unless: ::core::option::Option::None,
             }),
             ::core::result::Result::Ok(0x2u64),
             ::core::result::Result::Err(::npt::format::Illegal {
                 reason: "reserved",
+                unless: ::core::option::Option::None,
             }),
             ::core::result::Result::Ok(0x6u64),
             ::core::result::Result::Ok(0x8u64),
             ::core::result::Result::Ok(0xau64),
             ::core::result::Result::Err(::npt::format::Illegal {
                 reason: "reserved",
+                unless: ::core::option::Option::None,
             }),
             ::core::result::Result::Ok(0xeu64),
             ::core::result::Result::Err(::npt::format::Illegal {
                 reason: "not a leaf",
+                unless: ::core::option::Option::None,
             }),
             ::core::result::Result::Ok(0x4000000000000002u64),
             ::core::result::Result::Err(::npt::format::Illegal {
                 reason: "reserved",
+                unless: ::core::option::Option::None,
             }),
             ::core::result::Result::Ok(0x4000000000000006u64),
             ::core::result::Result::Ok(0x4000000000000008u64),
             ::core::result::Result::Ok(0x400000000000000au64),
             ::core::result::Result::Err(::npt::format::Illegal {
                 reason: "reserved",
+                unless: ::core::option::Option::None,
             }),
             ::core::result::Result::Ok(0x400000000000000eu64),
             ::core::result::Result::Err(::npt::format::Illegal {
                 reason: "not a leaf",
+                unless: ::core::option::Option::None,
             }),
             ::core::result::Result::Ok(0x4000000000000002u64),
             ::core::result::Result::Err(::npt::format::Illegal {
                 reason: "reserved",
+                unless: ::core::option::Option::None,
             }),
             ::core::result::Result::Ok(0x4000000000000006u64),
             ::core::result::Result::Ok(0x4000000000000008u64),
             ::core::result::Result::Ok(0x400000000000000au64),
             ::core::result::Result::Err(::npt::format::Illegal {
                 reason: "reserved",
+                unless: ::core::option::Option::None,
             }),
             ::core::result::Result::Ok(0x400000000000000eu64),
             ::core::result::Result::Err(::npt::format::Illegal {
                 reason: "not a leaf",
+                unless: ::core::option::Option::None,
             }),
             ::core::result::Result::Ok(0x2000000000000002u64),
             ::core::result::Result::Err(::npt::format::Illegal {
                 reason: "reserved",
+                unless: ::core::option::Option::None,
             }),
             ::core::result::Result::Ok(0x2000000000000006u64),
             ::core::result::Result::Ok(0x2000000000000008u64),
             ::core::result::Result::Ok(0x200000000000000au64),
             ::core::result::Result::Err(::npt::format::Illegal {
                 reason: "reserved",
+                unless: ::core::option::Option::None,
             }),
             ::core::result::Result::Ok(0x200000000000000eu64),
             ::core::result::Result::Err(::npt::format::Illegal {
                 reason: "not a leaf",
+                unless: ::core::option::Option::None,
             }),
             ::core::result::Result::Ok(0x2000000000000002u64),
             ::core::result::Result::Err(::npt::format::Illegal {
                 reason: "reserved",
+                unless: ::core::option::Option::None,
             }),
             ::core::result::Result::Ok(0x2000000000000006u64),
             ::core::result::Result::Ok(0x2000000000000008u64),
             ::core::result::Result::Ok(0x200000000000000au64),
             ::core::result::Result::Err(::npt::format::Illegal {
                 reason: "reserved",
+                unless: ::core::option::Option::None,
             }),
             ::core::result::Result::Ok(0x200000000000000eu64),
             ::core::result::Result::Err(::npt::format::Illegal {
                 reason: "not a leaf",
+                unless: ::core::option::Option::None,
             }),
             ::core::result::Result::Err(::npt::format::Illegal {
                 reason: "one memory type",
+                unless: ::core::option::Option::None,
             }),
             ::core::result::Result::Err(::npt::format::Illegal {
                 reason: "reserved",
+                unless: ::core::option::Option::None,
             }),
             ::core::result::Result::Err(::npt::format::Illegal {
                 reason: "one memory type",
+                unless: ::core::option::Option::None,
             }),
             ::core::result::Result::Err(::npt::format::Illegal {
                 reason: "one memory type",
+                unless: ::core::option::Option::None,
             }),
             ::core::result::Result::Err(::npt::format::Illegal {
                 reason: "one memory type",
+                unless: ::core::option::Option::None,
             }),
             ::core::result::Result::Err(::npt::format::Illegal {
                 reason: "reserved",
+                unless: ::core::option::Option::None,
             }),
             ::core::result::Result::Err(::npt::format::Illegal {
                 reason: "one memory type",
+                unless: ::core::option::Option::None,
             }),
             ::core::result::Result::Err(::npt::format::Illegal {
                 reason: "not a leaf",
+                unless: ::core::option::Option::None,
             }),
             ::core::result::Result::Err(::npt::format::Illegal {
                 reason: "one memory type",
+                unless: ::core::option::Option::None,
             }),
             ::core::result::Result::Err(::npt::format::Illegal {
                 reason: "reserved",
+                unless: ::core::option::Option::None,
             }),
             ::core::result::Result::Err(::npt::format::Illegal {
                 reason: "one memory type",
+                unless: ::core::option::Option::None,
             }),
             ::core::result::Result::Err(::npt::format::Illegal {
                 reason: "one memory type",
+                unless: ::core::option::Option::None,
             }),
             ::core::result::Result::Err(::npt::format::Illegal {
                 reason: "one memory type",
+                unless: ::core::option::Option::None,
             }),
             ::core::result::Result::Err(::npt::format::Illegal {
                 reason: "reserved",
+                unless: ::core::option::Option::None,
             }),
             ::core::result::Result::Err(::npt::format::Illegal {
                 reason: "one memory type",
+                unless: ::core::option::Option::None,
             }),
         ],
         attr_mask: 0x600000000000000eu64,

@@ -381,8 +381,15 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         let level = Self::leaf_depth::<D0>(size).ok_or(Error::UnsupportedPageSize { size })?;
         let (g, h) = (gpa.as_usize(), hpa.as_usize());
         self.check_leaf(g, h, size)?;
-        let attrs = F::LAYOUT.attrs(flags)?;
+        let attrs = self.attrs(flags)?;
         self.map_one::<D0>(self.root, g, h as u64, attrs, level)
+    }
+
+    /// The attribute bits for `flags` in this table: the spec's conditional
+    /// refusals are lifted where this table's params allow them.
+    #[inline(always)]
+    fn attrs(&self, flags: MappingFlags) -> Result<u64, Error> {
+        F::LAYOUT.attrs_allowing(flags, |rule| F::allows(&self.params, rule))
     }
 
     /// The depth whose leaves are `size` bytes.
@@ -447,7 +454,7 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
     ) -> Result<TlbFlush<F>, Error> {
         let job = Job {
             target,
-            attrs: F::LAYOUT.attrs(flags)?,
+            attrs: self.attrs(flags)?,
             huge,
             only,
             output_bits: self.output_bits,
@@ -581,7 +588,7 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         exec: &mut impl FlushExecutor,
     ) -> Result<TlbFlush<F>, Error> {
         let (start, end) = Self::range(gpa, size)?;
-        let attrs = F::LAYOUT.attrs(flags)?;
+        let attrs = self.attrs(flags)?;
         let need = Self::check_mapped::<D0>(self.root, start, end, Some(attrs))?;
         let mut tf = self.split_ends(start, end, Some(attrs), need, exec)?;
         Self::protect_rec::<D0>(self.root, start, end, attrs, &mut tf);
@@ -616,7 +623,7 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
             return Err(Error::MisalignedGpa { gpa, align: size });
         }
         self.check_hpa(hpa.as_usize(), size, size)?;
-        let attrs = F::LAYOUT.attrs(flags)?;
+        let attrs = self.attrs(flags)?;
         let mut tf = self.batch();
         let hpa = hpa.as_usize() as u64;
         Self::rewrite_leaf::<D0>(self.root, gpa.as_usize(), hpa, attrs, &mut tf, exec)?;

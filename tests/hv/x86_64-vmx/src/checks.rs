@@ -173,7 +173,10 @@ pub fn ept_ad(rep: &mut Report, hv: &mut Vmx, caps: &Caps, old_eptp: u64, h_fram
         return;
     }
     let mut t = ok(
-        Table::<Ept4>::try_new_with(Ept4Params { ad: 1 }),
+        Table::<Ept4>::try_new_with(Ept4Params {
+            ad: 1,
+            execute_only: 0,
+        }),
         "an Ept4 table with A/D",
     );
     let (g_read, g_write) = (L.g_ram, L.g_ram + 0x1000);
@@ -285,5 +288,57 @@ pub fn vpid_remap(rep: &mut Report, hv: &mut Vmx, caps: &Caps, t: &mut Table<Ept
         "vpid_remap_flush",
         vpid_on && off && warm == Ok(a) && fl.ok() && after == Ok(c) && fl2.ok(),
         format_args!("VPID 1: remap to C, {fl}; after={after:x?} (want frame C {c:#x})"),
+    );
+}
+
+/// Execute-only EPT (IA32_VMX_EPT_VPID_CAP bit 0): the table is made with
+/// `execute_only: 1` where the CPU reports it, so npt maps EXECUTE alone
+/// (X set, R and W clear). The guest runs code there (a planted VMCALL),
+/// and its load and store violate with qualifications, by hand from
+/// Table 28-7: read 0x1 | executable 0x20 | 0x180 = 0x1a1, write 0x2 |
+/// 0x20 | 0x180 = 0x1a2.
+pub fn execute_only(
+    rep: &mut Report,
+    hv: &mut Vmx,
+    caps: &Caps,
+    t: &mut Table<Ept4>,
+    h_frame: usize,
+) {
+    if !caps.execute_only {
+        crate::println!("INFO execute_only skipped: IA32_VMX_EPT_VPID_CAP bit 0 is clear");
+        return;
+    }
+    let g = L.g_code + 0x18_0000;
+    crate::scenarios::fill_frames(&[h_frame]);
+    <Vmx as Hv>::plant_exit(h_frame + 0x40, 0);
+    let mapped = t.map(
+        Gpa::from(g as usize),
+        Hpa::from(h_frame),
+        SIZE_4K,
+        MF::EXECUTE,
+    );
+    let mapped = mapped.map(|tf| tf.ignore()).is_ok();
+    let flags = t.query(Gpa::from(g as usize)).map(|q| q.flags);
+    let ran = hv.run(Routine::Call, [g + 0x40, 0, 0, 0]);
+    let load = hv.load(g + 8);
+    let store = hv.store(g + 8, 1);
+    let (_, tf) = ok(
+        t.unmap(Gpa::from(g as usize)),
+        "unmap the execute-only page",
+    );
+    let fl = hv.flush(tf, npt::flush::Scope::Pages);
+    let pass = mapped
+        && flags == Ok(MF::EXECUTE)
+        && matches!(ran, Exit::Vmcall { rip, .. } if rip == g + 0x40)
+        && matches!(load, Err(Exit::EptViolation { qual: 0x1a1, gpa, .. }) if gpa == g + 8)
+        && matches!(store, Exit::EptViolation { qual: 0x1a2, gpa, .. } if gpa == g + 8)
+        && fl.ok();
+    rep.verdict(
+        "execute_only",
+        pass,
+        format_args!(
+            "map EXECUTE alone ok={mapped}, query flags={flags:?}; jump to {:#x} -> {ran:x?} (want VMCALL there); load -> {load:x?} (want qualification 0x1a1), store -> {store:x?} (want 0x1a2)",
+            g + 0x40
+        ),
     );
 }

@@ -235,7 +235,11 @@ extern "C" fn hv_main() -> ! {
 
     let mut rep = Report::default();
     let mut t = ok(
-        Table::<Ept4>::try_new_with(Ept4Params { ad: 0 }),
+        // Execute-only leaves where the CPU has them (checks::execute_only).
+        Table::<Ept4>::try_new_with(Ept4Params {
+            ad: 0,
+            execute_only: caps.execute_only.into(),
+        }),
         "an Ept4 table",
     );
     let eptp = t.root_register();
@@ -276,6 +280,7 @@ extern "C" fn hv_main() -> ! {
     checks::gpa_below_4g(&mut rep, hv, &mut t, 0x0510_0000);
     checks::ept_misconfig(&mut rep, hv, &mut t, 0x0511_0000);
     checks::ept_ad(&mut rep, hv, &caps, eptp, [0x0512_0000, 0x0513_0000]);
+    checks::execute_only(&mut rep, hv, &caps, &mut t, 0x0517_0000);
     checks::vpid_remap(
         &mut rep,
         hv,
