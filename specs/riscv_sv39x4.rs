@@ -1,4 +1,4 @@
-// RISC-V G-stage translation, Sv39x4.
+// RISC-V G-stage translation: Sv39x4, and the variants Sv48x4 and Sv57x4.
 //
 // Sources (The RISC-V Instruction Set Manual, Volume II: Privileged
 // Architecture, 20211203 and later):
@@ -6,13 +6,21 @@
 //   Physical Address Translation": Sv39x4 widens the root index to
 //   GPA[40:30] (11 bits), so the root table is 16 KiB and 16 KiB aligned;
 //   G-stage leaves are checked as U-mode accesses (U must be 1);
+//   likewise Sv48x4 (GPA 50 bits, root index GPA[49:39]) and Sv57x4 (GPA
+//   59 bits, root index GPA[58:48]) widen the root index of Sv48 and Sv57
+//   by two bits, with the same 16 KiB root;
+// - Supervisor-level ISA, "Sv48: Page-Based 48-bit Virtual-Memory System"
+//   and "Sv57: Page-Based 57-bit Virtual-Memory System": the same PTE
+//   format (PPN in bits 53:10); a leaf at level 3 is a 512 GiB terapage,
+//   at level 4 a 256 TiB petapage; VPN[3] = VA[47:39], VPN[4] = VA[56:48];
 // - Supervisor-level ISA, "Sv39: Page-Based 39-bit Virtual-Memory System"
 //   (PTE format: V R W X U G A D, PPN in bits 53:10 for PA bits 55:12;
 //   R=W=X=0 is a pointer to the next level; W=1 with R=0 is reserved; for
 //   non-leaf PTEs D, A and U are reserved and must be 0);
 // - Svpbmt: PBMT in bits 62:61; Svnapot: N in bit 63;
-// - Hypervisor CSRs: hgatp (MODE 63:60 = 8 for Sv39x4, VMID 57:44, PPN
-//   43:0); "Hypervisor Memory-Management Fence Instructions" (HFENCE.GVMA
+// - Hypervisor CSRs: hgatp (MODE 63:60 = 8 for Sv39x4, 9 for Sv48x4, 10
+//   for Sv57x4: the satp MODE numbers of Sv39, Sv48 and Sv57; VMID 57:44,
+//   PPN 43:0); "Hypervisor Memory-Management Fence Instructions" (HFENCE.GVMA
 //   takes GPA >> 2 in rs1 and the VMID in rs2).
 ::npt_macros::format_spec! {
     /// RISC-V Sv39x4 G-stage: 41-bit guest-physical addresses, a 16 KiB
@@ -38,6 +46,54 @@
             level L1 { number = 1; index = 29:21; leaf = 2M; }
             /// Level 0: a leaf is a 4 KiB page.
             level L0 { number = 0; index = 20:12; leaf = 4K; }
+        }
+
+        /// RISC-V Sv48x4 G-stage: 50-bit guest-physical addresses, four
+        /// levels under a 16 KiB root (hgatp.MODE = 9), leaves of 4 KiB,
+        /// 2 MiB, 1 GiB and 512 GiB. The hart must implement Sv48 (hgatp
+        /// MODE 9 is supported exactly when satp MODE Sv48 is).
+        variant Sv48x4 {
+            cite = "RISC-V Privileged ISA, Hypervisor extension, Guest Physical Address Translation (Sv48x4)";
+            geometry {
+                cite = "Sv48x4: VPN[3] = GPA[49:39] (11 bits), VPN[2] = GPA[38:30], VPN[1] = GPA[29:21], VPN[0] = GPA[20:12]";
+                granule = 4K;
+                input_bits = 50;
+                output_bits = 56;
+                root { tables = 4; align = 16K; }
+                /// Level 3 (root, 2048 entries over 16 KiB): a leaf is a 512 GiB terapage.
+                level L3 { number = 3; index = 49:39; leaf = 512G; }
+                /// Level 2: a leaf is a 1 GiB gigapage.
+                level L2 { number = 2; index = 38:30; leaf = 1G; }
+                /// Level 1: a leaf is a 2 MiB megapage.
+                level L1 { number = 1; index = 29:21; leaf = 2M; }
+                /// Level 0: a leaf is a 4 KiB page.
+                level L0 { number = 0; index = 20:12; leaf = 4K; }
+            }
+        }
+
+        /// RISC-V Sv57x4 G-stage: 59-bit guest-physical addresses, five
+        /// levels under a 16 KiB root (hgatp.MODE = 10), leaves of 4 KiB,
+        /// 2 MiB, 1 GiB, 512 GiB and 256 TiB. The hart must implement Sv57.
+        variant Sv57x4 {
+            cite = "RISC-V Privileged ISA, Hypervisor extension, Guest Physical Address Translation (Sv57x4)";
+            geometry {
+                cite = "Sv57x4: VPN[4] = GPA[58:48] (11 bits), VPN[3] = GPA[47:39], VPN[2] = GPA[38:30], VPN[1] = GPA[29:21], VPN[0] = GPA[20:12]";
+                granule = 4K;
+                input_bits = 59;
+                output_bits = 56;
+                root { tables = 4; align = 16K; }
+                /// Level 4 (root, 2048 entries over 16 KiB): a leaf is a
+                /// 256 TiB petapage (262144 GiB).
+                level L4 { number = 4; index = 58:48; leaf = 262144G; }
+                /// Level 3: a leaf is a 512 GiB terapage.
+                level L3 { number = 3; index = 47:39; leaf = 512G; }
+                /// Level 2: a leaf is a 1 GiB gigapage.
+                level L2 { number = 2; index = 38:30; leaf = 1G; }
+                /// Level 1: a leaf is a 2 MiB megapage.
+                level L1 { number = 1; index = 29:21; leaf = 2M; }
+                /// Level 0: a leaf is a 4 KiB page.
+                level L0 { number = 0; index = 20:12; leaf = 4K; }
+            }
         }
 
         /// Valid.
@@ -132,7 +188,7 @@
         require root_aligned {
             cite = "RISC-V Privileged ISA, hgatp: the root page table is 16 KiB and must be aligned to a 16-KiB boundary";
             when = root_pa & (root_align - 1) == 0;
-            reason = "the Sv39x4 root is not 16-KiB aligned";
+            reason = "the G-stage root (16 KiB) is not 16-KiB aligned";
         }
 
         register hgatp {
@@ -142,8 +198,9 @@
             field ppn { bits = 43:0; value = root_pa >> 12; }
             /// VMID.
             field vmid { bits = 57:44; value = vmid; }
-            /// MODE 8: Sv39x4.
-            field mode { bits = 63:60; value = 8; }
+            /// MODE from the number of levels: 8 Sv39x4 (3), 9 Sv48x4 (4),
+            /// 10 Sv57x4 (5), the hgatp MODE encodings of the H extension.
+            field mode { bits = 63:60; value = match levels { 3 => 8, 4 => 9, 5 => 10 }; }
         }
 
         dirty_log_bit = RSW8;
