@@ -110,7 +110,9 @@ const RISCV64: Hypervisor = Hypervisor {
         "-M",
         "virt",
         "-cpu",
-        "rv64,h=true,svpbmt=true",
+        // Sv48x4 and Sv57x4 need the hart to implement Sv48 and Sv57
+        // (QEMU's rv64 does by default; said explicitly).
+        "rv64,h=true,svpbmt=true,sv48=true,sv57=true",
         "-m",
         "128M",
         "-bios",
@@ -138,6 +140,10 @@ const RISCV64: Hypervisor = Hypervisor {
         "sv39x4_bit40",
         "device_pbmt",
         "frames_freed",
+        "sv48x4_bit49",
+        "sv48x4_terapage",
+        "sv57x4_bit58",
+        "sv57x4_petapage",
     ],
     qemu_bugs: &[QemuBug {
         verdict: "sv39x4_bit40",

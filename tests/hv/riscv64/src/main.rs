@@ -1,9 +1,10 @@
 //! A bare-metal test hypervisor for QEMU `virt` (RV64 with the hypervisor
-//! extension) that builds its guest's Sv39x4 G-stage table with npt and
+//! extension) that builds its guest's Sv39x4 G-stage table with npt (then
+//! an Sv48x4 and an Sv57x4 table for checks of their own) and
 //! checks, as named verdicts, that the hardware (QEMU's model of it)
 //! translates, faults and invalidates as npt intends.
 //!
-//! Run: `qemu-system-riscv64 -M virt -cpu rv64,h=true,svpbmt=true -m 128M
+//! Run: `qemu-system-riscv64 -M virt -cpu rv64,h=true,svpbmt=true,sv48=true,sv57=true -m 128M
 //! -bios none -nographic -kernel <elf>`. It starts in M-mode, opens all of
 //! memory to S/U with one PMP entry, delegates the guest's traps to HS-mode,
 //! and runs there as a hypervisor would. Exit status: 0 when every verdict
@@ -36,10 +37,11 @@ use core::fmt;
 use core::sync::atomic::Ordering;
 use host_flush::{HostFlush, TableRegister};
 use npt::flush::Scope;
-use npt::riscv::{Sv39x4, Sv39x4Params};
-use npt::size::SIZE_4K;
+use npt::riscv::{Sv39x4, Sv39x4Params, Sv48x4, Sv57x4};
+use npt::size::{SIZE_1G, SIZE_4K};
 use npt::{Format, GuestPhysAddr as Gpa, HostPhysAddr as Hpa, MappingFlags as MF, TlbFlush};
 use report::{pattern, rd, wr, Report};
+use scenarios::Applied;
 use scenarios::{done, expect, fill_common, fill_frames, load_faulted, map_common, ok};
 use scenarios::{Access, Class, Fault, Hv, Kind, Layout, Routine, Table, RW};
 use scenarios_rv_x86::BIT39;
@@ -277,6 +279,12 @@ const H_40: usize = 0x8402_1000;
 const G_UART: u64 = 0xd000_0000;
 const BIT40: u64 = 1 << 40;
 const BIT41: u64 = 1 << 41;
+/// The Sv48x4 and Sv57x4 tables' frames: at `g_ram`, at `g_ram` with the
+/// format's top GPA bit set, and the one the guest reaches through the
+/// top-level leaf (which maps host address 0).
+const H_WIDE_LO: usize = 0x8402_2000;
+const H_WIDE_HI: usize = 0x8402_3000;
+const H_WIDE_HUGE: usize = 0x8402_4000;
 
 // -------------------------------------------------------------------- main
 
@@ -338,6 +346,10 @@ extern "C" fn hv_main() -> ! {
 
     drop(t);
     scenarios::frames_freed(&mut rep, "the table");
+
+    // The wider G-stage formats, each on a table of its own (VMID 2, 3).
+    wide_gstage::<Sv48x4>(&mut rep, 2, "sv48x4_bit49", "sv48x4_terapage");
+    wide_gstage::<Sv57x4>(&mut rep, 3, "sv57x4_bit58", "sv57x4_petapage");
     rep.done();
     exit(if rep.fail == 0 { 0 } else { 1 })
 }
@@ -394,6 +406,122 @@ fn device_pbmt(rep: &mut Report, t: &Table<Sv39x4>, pbmte: bool) {
             "menvcfg.PBMTE={pbmte}; leaf {raw:#x} PBMT={pbmt} (want 2, IO); guest byte load of LSR at gpa {:#x} (hpa {:#x}) -> {lsr:x?} (want THRE set)",
             G_UART + 5,
             UART + 5
+        ),
+    );
+}
+
+/// 8. Sv48x4 / Sv57x4 (`F`, its hgatp MODE 9 / 10 from npt): a table of
+///    its own with the guest code, a page at `g_ram`, a page at `g_ram`
+///    with the top GPA bit (49 / 58) set, and one leaf of the root level's
+///    size (512 GiB / 256 TiB) over host address 0.
+///
+///    `bit_name`: hgatp takes npt's value (QEMU keeps the old one for a
+///    MODE the hart lacks); the page with the top bit set is its own frame,
+///    not the one at `g_ram`; a store there lands in it; a hole next to it
+///    (the next 2 MiB, no table) faults with the whole GPA in htval << 2;
+///    GPA 2^input_bits is refused by npt and faults in the guest.
+///    `huge_name`: a guest load through the root-level leaf reads host
+///    memory at the offset into the leaf, and npt reports that leaf.
+fn wide_gstage<F: Format<Params = Sv39x4Params>>(
+    rep: &mut Report,
+    vmid: u64,
+    bit_name: &str,
+    huge_name: &str,
+) {
+    let g = &F::LAYOUT.geometry;
+    let bits = g.input_bits;
+    let top = 1u64 << (bits - 1);
+    let huge = g.levels[0].span();
+    let mut t = ok(
+        Table::<F>::try_new_with(Sv39x4Params { vmid }),
+        "a wide table",
+    );
+    let hi = top | L.g_ram;
+    // The third root-level leaf: GPA 3 << shift, host address 0.
+    let g_huge = 3u64 << g.levels[0].shift;
+    for (gpa, hpa, size, flags, what) in [
+        (L.g_code, code_hpa(), SIZE_4K, scenarios::RX, "code"),
+        (L.g_ram, H_WIDE_LO, SIZE_4K, RW, "page at g_ram"),
+        (hi, H_WIDE_HI, SIZE_4K, RW, "page with the top GPA bit"),
+        (g_huge, 0, huge, MF::READ, "root-level leaf"),
+    ] {
+        ok(
+            t.map(Gpa::from(gpa as usize), Hpa::from(hpa), size, flags),
+            what,
+        )
+        .ignore();
+    }
+    fill_frames(&[H_WIDE_LO, H_WIDE_HI, H_WIDE_HUGE]);
+    let hgatp = t.root_register();
+    csrw!("0x680", hgatp);
+    let readback = csrr!("0x680");
+    // Another VMID, another table: fence everything once.
+    let fl = host_flush::all::<F>(&HGATP);
+    let taken = readback == hgatp && hgatp >> 60 == g.levels.len() as u64 + 5;
+    println!(
+        "{}: hgatp={hgatp:#x} (read back {readback:#x}), {} levels, root-level leaf {huge:#x}",
+        F::LAYOUT.name,
+        g.levels.len()
+    );
+
+    let hs = &mut Hs;
+    let r_lo = hs.load(L.g_ram + 0x40);
+    let r_hi = hs.load(hi + 0x40);
+    let w = hs.store(hi + 0x48, 0x5858_5858_5858_5858);
+    let written = rd(H_WIDE_HI + 0x48);
+    let hole_gpa = hi + 0x20_0040;
+    let hole_want = Fault::new(hole_gpa, Access::Read, Kind::Translation, 2);
+    let hole = hs.load(hole_gpa);
+    let beyond_gpa = (1u64 << bits) | L.g_ram;
+    let beyond_want = Fault::new(beyond_gpa, Access::Read, Kind::Translation, 1);
+    let refused = t
+        .map(
+            Gpa::from(beyond_gpa as usize),
+            Hpa::from(H_WIDE_LO),
+            SIZE_4K,
+            RW,
+        )
+        .map(|tf| tf.ignore());
+    let beyond = hs.load(beyond_gpa);
+    rep.verdict(
+        bit_name,
+        taken
+            && fl.ok()
+            && r_lo == Ok(pattern(H_WIDE_LO, 8))
+            && r_hi == Ok(pattern(H_WIDE_HI, 8))
+            && done::<Hs>(&w)
+            && written == 0x5858_5858_5858_5858
+            && load_faulted::<Hs>(&hole, &hole_want)
+            && matches!(refused, Err(npt::Error::GpaOutOfRange { .. }))
+            && load_faulted::<Hs>(&beyond, &beyond_want),
+        format_args!(
+            "hgatp={hgatp:#x} read back {readback:#x} (MODE {}), {fl}; gpa {:#x} -> {r_lo:x?} (hpa {H_WIDE_LO:#x}); gpa {:#x} -> {r_hi:x?} (hpa {H_WIDE_HI:#x}); store to gpa {:#x}: exit={w:x?}, hpa holds {written:#x}; hole gpa {hole_gpa:#x} -> {hole:x?} (want {}); npt map at {beyond_gpa:#x}: {refused:?}; guest load there -> {beyond:x?} (want {})",
+            hgatp >> 60,
+            L.g_ram + 0x40,
+            hi + 0x40,
+            hi + 0x48,
+            expect::<Hs>(hole_want),
+            expect::<Hs>(beyond_want)
+        ),
+    );
+
+    let probe = g_huge + H_WIDE_HUGE as u64 + 0x18;
+    let r = hs.load(probe);
+    let q = t.query(Gpa::from(probe as usize));
+    let leaf_ok =
+        matches!(q, Ok(ref q) if q.size == huge && q.hpa.as_usize() == H_WIDE_HUGE + 0x18);
+    drop(t);
+    // Back to no table (the Sv39x4 one is gone).
+    csrw!("0x680", 0);
+    let _ = host_flush::all::<F>(&HGATP);
+    let live = frames::Frames::live();
+    rep.verdict(
+        huge_name,
+        taken && huge > SIZE_1G && r == Ok(pattern(H_WIDE_HUGE, 3)) && leaf_ok && live == 0,
+        format_args!(
+            "leaf gpa {g_huge:#x} size {huge:#x} -> hpa 0; guest load at gpa {probe:#x} -> {r:x?} (want {:#x}, hpa {:#x}); npt query: {q:x?}; frames left after dropping the table: {live}",
+            pattern(H_WIDE_HUGE, 3),
+            H_WIDE_HUGE + 0x18
         ),
     );
 }
