@@ -176,6 +176,18 @@
 
         dirty_log_bit = SW11;
 
+        // With EPTP bit 6 set the CPU sets A in every EPT entry a
+        // translation uses and D in the leaf of a write (SDM Vol. 3C
+        // §29.3.5); clearing either needs an INVEPT before the CPU is sure
+        // to set it again (§29.4.3.4, "software ... clears the accessed or
+        // dirty flag").
+        hardware_dirty {
+            cite = "SDM Vol. 3C §29.3.5, Accessed and Dirty Flags for EPT";
+            accessed = A;
+            dirty = D;
+            enabled_by = ad;
+        }
+
         flush {
             cite = "SDM Vol. 3C §29.4.3.1 and INVEPT: single-context invalidates all mappings tagged with the EPTP; there is no per-address form";
             // Not-present entries are not cached (SDM §29.4.2: translations

@@ -138,6 +138,16 @@
 
         dirty_log_bit = AVL9;
 
+        // Nested page tables have the long-mode format, whose walks set A
+        // in each entry they use and D in the leaf of a write (AMD APM Vol.
+        // 2 §15.25.5 "Nested Table Walk"; §5.4.1 "Field Definitions", A and
+        // D); always on, and a flush of the ASID makes the CPU set them again.
+        hardware_dirty {
+            cite = "AMD APM Vol. 2 §15.25.5 and §5.4.1: the nested walk sets Accessed and Dirty like any long-mode walk";
+            accessed = A;
+            dirty = D;
+        }
+
         flush {
             cite = "AMD APM Vol. 2 §15.16: TLB_CONTROL 3 flushes the guest's ASID (with FlushByAsid), 1 the whole TLB, at the next VMRUN";
             // Not-present entries are not cached (§5.5.2).

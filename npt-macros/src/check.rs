@@ -46,6 +46,7 @@ fn check_format(f: &Format, errs: &mut Errors) {
     check_registers(f, errs);
     check_flush(f, errs);
     check_dirty_log_bit(f, errs);
+    check_hardware_dirty(f, errs);
     check_requires(f, errs);
 }
 
@@ -1043,6 +1044,66 @@ fn check_dirty_log_bit(f: &Format, errs: &mut Errors) {
             name.span(),
             format!("`{name}` is used to encode mappings or descriptors; `dirty_log_bit` must be a bit the manual leaves to software"),
         );
+    }
+}
+
+/// `hardware_dirty` names two declared bits that no mapping or descriptor
+/// predicate uses (the CPU changes them under npt: a mapping that read
+/// them would see its flags change), other than the `dirty_log_bit`, and
+/// `enabled_by` names a param.
+fn check_hardware_dirty(f: &Format, errs: &mut Errors) {
+    let Some(hw) = &f.hardware_dirty else {
+        return;
+    };
+    let d = &f.descriptors;
+    let mut used = f
+        .permissions
+        .mappings
+        .iter()
+        .filter_map(|m| f.mapping_mask(m))
+        .fold(0u64, |a, b| a | b);
+    let mut kinds = vec![&d.present, &d.table.is, &d.page.is];
+    if let Some(b) = &d.block {
+        kinds.push(&b.is);
+    }
+    used |= kinds
+        .into_iter()
+        .filter_map(|p| f.pred_mask(p))
+        .fold(0, |a, b| a | b);
+    for (what, name) in [("accessed", &hw.accessed), ("dirty", &hw.dirty)] {
+        let Some(flag) = f.bits.iter().find(|b| b.name == *name) else {
+            errs.error(
+                name.span(),
+                format!("`{what} = {name};` names no `bit`; declare the bit the CPU sets, e.g. `bit {name} = 9;`"),
+            );
+            continue;
+        };
+        let mask = 1u64 << flag.bit.value;
+        if used & mask != 0 {
+            errs.error(
+                name.span(),
+                format!("`{name}` encodes mappings or descriptors, but the CPU sets the `{what}` bit by itself; name the bit the manual says it writes"),
+            );
+        } else if f.dirty_log_bit.as_ref() == Some(name) {
+            errs.error(
+                name.span(),
+                format!("`{name}` is also the `dirty_log_bit`, which npt writes: the CPU's `{what}` bit must be another"),
+            );
+        }
+    }
+    if hw.accessed == hw.dirty {
+        errs.error(
+            hw.dirty.span(),
+            "`accessed` and `dirty` name the same bit; the CPU sets two different ones",
+        );
+    }
+    if let Some(p) = &hw.enabled_by {
+        if !f.params.iter().any(|q| q.name == *p) {
+            errs.error(
+                p.span(),
+                format!("`enabled_by = {p};` names no param; declare `param {p} {{ width = 1; }}` for the control that turns the CPU's updates on"),
+            );
+        }
     }
 }
 

@@ -64,6 +64,8 @@ pub struct Format {
     /// A bit software may use, marking leaves write-protected for dirty
     /// logging.
     pub dirty_log_bit: Option<Ident>,
+    /// Accessed and dirty bits the CPU sets in leaves by itself.
+    pub hardware_dirty: Option<HardwareDirty>,
     /// Conditions on the parameters and the root address, checked when a
     /// table is made and by every register builder.
     pub requires: Vec<Require>,
@@ -327,6 +329,17 @@ pub struct RegField {
     pub docs: Vec<String>,
     pub bits: BitRange,
     pub value: Expr,
+}
+
+/// `hardware_dirty { accessed = A; dirty = D; enabled_by = PARAM; }`: the
+/// CPU sets `accessed` in a leaf it uses and `dirty` in one it writes
+/// through, when the param (if named) is non-zero.
+#[derive(Clone)]
+pub struct HardwareDirty {
+    pub cite: Option<LitStr>,
+    pub accessed: Ident,
+    pub dirty: Ident,
+    pub enabled_by: Option<Ident>,
 }
 
 #[derive(Clone)]
@@ -841,6 +854,7 @@ const FORMAT_KEYS: &[&str] = &[
     "variant",
     "output_limit",
     "dirty_log_bit",
+    "hardware_dirty",
     "require",
 ];
 
@@ -913,6 +927,9 @@ pub fn build(tree: &SpecTree, errs: &mut Errors) -> Option<Format> {
     let dirty_log_bit = b
         .one("dirty_log_bit", errs)
         .and_then(|n| ident_value(n, errs));
+    let hardware_dirty = b
+        .one("hardware_dirty", errs)
+        .and_then(|n| hardware_dirty(n, errs));
     let requires: Vec<Require> = b
         .all("require")
         .into_iter()
@@ -943,8 +960,30 @@ pub fn build(tree: &SpecTree, errs: &mut Errors) -> Option<Format> {
         flush: flush?,
         output_limit,
         dirty_log_bit,
+        hardware_dirty,
         requires,
         variants,
+    })
+}
+
+fn hardware_dirty(node: &Node, errs: &mut Errors) -> Option<HardwareDirty> {
+    no_args(node, errs);
+    let (nodes, span) = block_of(node, errs)?;
+    let mut b = Block::new(nodes, "`hardware_dirty`", span);
+    let cite = opt_cite(&mut b, errs);
+    let accessed = b
+        .required("accessed", "accessed = A;", errs)
+        .and_then(|n| ident_value(n, errs));
+    let dirty = b
+        .required("dirty", "dirty = D;", errs)
+        .and_then(|n| ident_value(n, errs));
+    let enabled_by = b.one("enabled_by", errs).and_then(|n| ident_value(n, errs));
+    b.finish(&["cite", "accessed", "dirty", "enabled_by"], errs);
+    Some(HardwareDirty {
+        cite,
+        accessed: accessed?,
+        dirty: dirty?,
+        enabled_by,
     })
 }
 

@@ -100,6 +100,9 @@ pub enum Error {
     },
     /// The format's spec names no `dirty_log_bit`: it cannot log.
     NoDirtyLogBit,
+    /// The format's CPU sets no accessed/dirty bits, or not in tables made
+    /// with these params (EPT without `ad`).
+    NoHardwareDirty,
     /// A dirty bitmap too small for the range.
     BitmapTooSmall {
         /// The pages of the range (bits the bitmap needs).
@@ -185,6 +188,10 @@ impl fmt::Display for Error {
             ),
             Error::Requirement { rule, reason } => write!(f, "refused by the format's rule `{rule}`: {reason}"),
             Error::NoDirtyLogBit => write!(f, "the format names no dirty_log_bit and cannot log"),
+            Error::NoHardwareDirty => write!(
+                f,
+                "the CPU sets no accessed/dirty bits in this table (the format has none, or its params do not enable them)"
+            ),
             Error::BitmapTooSmall { pages } => {
                 write!(f, "the dirty bitmap holds fewer than {pages} bits")
             }

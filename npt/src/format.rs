@@ -224,6 +224,11 @@ pub struct Layout {
     /// The software bit marking a leaf write-protected for dirty logging
     /// (0: the format has none, and cannot log).
     pub log_bit: u64,
+    /// The bit the CPU sets in a leaf it uses, where it does (the spec's
+    /// `hardware_dirty`; 0 if none).
+    pub hw_accessed: u64,
+    /// The bit the CPU sets in a leaf it writes through (0 if none).
+    pub hw_dirty: u64,
     /// Rules that read `MappingFlags` back, grouped per mapping.
     pub decode: &'static [&'static [DecodeRule]],
 }
@@ -476,6 +481,13 @@ pub trait Format: 'static + Send + Sync {
     /// values flush recipes refer to by name (the root register first).
     fn context(root_pa: u64, params: &Self::Params) -> Result<crate::flush::Context, Error>;
 
+    /// Whether the CPU sets `LAYOUT.hw_accessed` and `hw_dirty` in tables
+    /// made with `params` (EPT: EPTP bit 6, the `ad` param).
+    fn hardware_dirty(params: &Self::Params) -> bool {
+        let _ = params;
+        false
+    }
+
     /// Whether `params` lift the spec's conditional refusal `rule` (a
     /// `forbid` with `unless = PARAM`: the param is non-zero).
     fn allows(params: &Self::Params, rule: u8) -> bool {
@@ -520,5 +532,7 @@ pub const STUB_LAYOUT: Layout = Layout {
     attr_mask: 0,
     bbm_mask: 0,
     log_bit: 0,
+    hw_accessed: 0,
+    hw_dirty: 0,
     decode: &[],
 };

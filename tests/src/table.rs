@@ -119,3 +119,21 @@ pub fn record<F: Format>(tf: TlbFlush<F>, current_value: u64) -> Recorder {
 pub fn run<F: Format>(tf: TlbFlush<F>) -> Vec<Event> {
     record(tf, Recorder::default().current_value).events
 }
+
+/// The host-physical address of the leaf entry that maps `gpa`, walked by
+/// hand over `F::LAYOUT` (for tests that play the CPU and set accessed or
+/// dirty bits in it).
+pub fn leaf_slot<F: Format>(t: &Table<F>, gpa: usize) -> usize {
+    let lay = &F::LAYOUT;
+    let mut table = t.root_paddr().as_usize();
+    for (level, l) in lay.geometry.levels.iter().enumerate() {
+        let idx = (gpa >> l.shift) & ((1 << l.index_bits) - 1);
+        let slot = table + idx * 8;
+        match lay.decode(read_phys(slot), level) {
+            npt::format::Decoded::Table(next) => table = next as usize,
+            npt::format::Decoded::Leaf(_) => return slot,
+            other => panic!("{gpa:#x}: {other:?} at level {level}"),
+        }
+    }
+    panic!("{gpa:#x}: no leaf")
+}

@@ -154,6 +154,26 @@ pub fn generate(f: &Format) -> TokenStream {
         .as_ref()
         .and_then(|n| f.name_mask(&n.to_string()))
         .unwrap_or(0));
+    let hw = f.hardware_dirty.as_ref();
+    let hw_mask = |name: Option<&syn::Ident>| {
+        hex(name.and_then(|n| f.name_mask(&n.to_string())).unwrap_or(0))
+    };
+    let hw_accessed = hw_mask(hw.map(|h| &h.accessed));
+    let hw_dirty = hw_mask(hw.map(|h| &h.dirty));
+    let hardware_dirty_fn = hw.map(|h| {
+        let on = match &h.enabled_by {
+            Some(p) => quote!(params.#p != 0),
+            None => quote!({
+                let _ = params;
+                true
+            }),
+        };
+        quote! {
+            fn hardware_dirty(params: &#params_ty) -> bool {
+                #on
+            }
+        }
+    });
     let decode = f.permissions.mappings.iter().map(|m| {
         let mask = hex(f.mapping_mask(m).unwrap_or(0));
         let rules = m.rows.iter().filter_map(|r| {
@@ -226,6 +246,8 @@ pub fn generate(f: &Format) -> TokenStream {
                 attr_mask: #attr_mask,
                 bbm_mask: #bbm_mask,
                 log_bit: #log_bit,
+                hw_accessed: #hw_accessed,
+                hw_dirty: #hw_dirty,
                 decode: &[#(#decode),*],
             };
             const FLUSH: ::npt::flush::FlushSpec = ::npt::flush::FlushSpec {
@@ -242,6 +264,7 @@ pub fn generate(f: &Format) -> TokenStream {
 
             #output_bits_fn
             #allows_fn
+            #hardware_dirty_fn
 
             fn context(root_pa: u64, params: &#params_ty) -> ::core::result::Result<::npt::flush::Context, ::npt::Error> {
                 Self::__context(root_pa, params)

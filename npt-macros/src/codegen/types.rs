@@ -70,6 +70,24 @@ fn format_docs(f: &Format) -> Vec<String> {
         d.push(format!("- `{}`: {}", fb.name, fb.reason.value()));
     }
     d.push(String::new());
+    if let Some(hw) = &f.hardware_dirty {
+        d.push("# Hardware accessed and dirty bits".into());
+        d.push(String::new());
+        let when = match &hw.enabled_by {
+            Some(p) => format!(" when the table's `{p}` param is 1"),
+            None => String::new(),
+        };
+        let cite = hw
+            .cite
+            .as_ref()
+            .map(|c| format!(" ({})", c.value()))
+            .unwrap_or_default();
+        d.push(format!(
+            "The CPU sets `{}` in leaves it uses and `{}` in leaves it writes through{when}{cite}: dirty logging then test-and-clears `{}` instead of write-protecting, and `test_and_clear_young` reads `{}`.",
+            hw.accessed, hw.dirty, hw.dirty, hw.accessed
+        ));
+        d.push(String::new());
+    }
     d.push("# page_table_multiarch".into());
     d.push(String::new());
     if super::compat::page_table64_can_walk(f) {

@@ -475,6 +475,8 @@ impl ::npt::Format for Toy {
         attr_mask: 0x600000000000000eu64,
         bbm_mask: 0x0u64,
         log_bit: 0x0u64,
+        hw_accessed: 0x0u64,
+        hw_dirty: 0x0u64,
         decode: &[
             &[
                 ::npt::format::DecodeRule {

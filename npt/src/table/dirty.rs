@@ -337,3 +337,167 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         }
     }
 }
+
+/// Dirty logging and access tracking by the CPU's own accessed and dirty
+/// bits, on formats whose spec has `hardware_dirty` (EPT with `ad`, AMD
+/// NPT): the CPU sets the dirty bit of a leaf it writes through and the
+/// accessed bit of one it uses; npt test-and-clears them with an atomic
+/// read-modify-write (the CPU may set them at the same moment) and
+/// invalidates each leaf it cleared, so the CPU sets the bit again on the
+/// next access instead of trusting a cached translation. No write faults
+/// are involved. A huge leaf only partly inside the range is reported
+/// (its part) but not cleared, so nothing outside the range is lost.
+impl<F: Format, H: PagingHandler> NestedTable<F, H> {
+    /// Whether the CPU sets accessed and dirty bits in this table's leaves
+    /// (the format's `hardware_dirty`, enabled by this table's params).
+    pub fn hardware_dirty(&self) -> bool {
+        F::LAYOUT.hw_dirty != 0 && F::hardware_dirty(&self.params)
+    }
+
+    fn hw_bits(&self) -> Result<(), Error> {
+        if self.hardware_dirty() {
+            Ok(())
+        } else {
+            Err(Error::NoHardwareDirty)
+        }
+    }
+
+    /// Starts dirty logging by the CPU's dirty bit on `size` bytes at
+    /// `gpa`: writable huge pages are split to the granule (as
+    /// [`start_dirty_log_in`](Self::start_dirty_log_in) does, through
+    /// `exec` where that is break-before-make), and every writable leaf's
+    /// dirty bit is cleared. Refused without change if the CPU sets no
+    /// dirty bits here ([`Error::NoHardwareDirty`]) or the splits need
+    /// frames the allocator lacks.
+    pub fn start_hardware_dirty_log_in(
+        &mut self,
+        gpa: GuestPhysAddr,
+        size: usize,
+        exec: &mut impl FlushExecutor,
+    ) -> Result<TlbFlush<F>, Error> {
+        self.hw_bits()?;
+        let (start, end) = Self::range(gpa, size)?;
+        let need = Self::log_split_need::<D0>(self.root, start, end);
+        let mut reserve = self.reserve(need)?;
+        let mut tf = self.batch();
+        let split = self.log_split::<D0>(self.root, start, end, &mut reserve, &mut tf, exec);
+        reserve.free_all(&Self::ops());
+        split?;
+        Self::test_and_clear::<D0>(
+            self.root,
+            start,
+            end,
+            F::LAYOUT.hw_dirty,
+            true,
+            &mut tf,
+            &mut |_, _| {},
+        );
+        Ok(tf)
+    }
+
+    /// Writes into `bitmap` which granule pages of `size` bytes at `gpa`
+    /// the CPU has written since logging started or the last harvest (bit
+    /// `i` of word `i / 64` for the page at `gpa + i * granule`), clearing
+    /// their dirty bits; the batch invalidates the pages it cleared. Pages
+    /// mapped read-only are never reported.
+    pub fn harvest_hardware_dirty(
+        &mut self,
+        gpa: GuestPhysAddr,
+        size: usize,
+        bitmap: &mut [u64],
+    ) -> Result<TlbFlush<F>, Error> {
+        self.hw_bits()?;
+        self.test_and_clear_into(gpa, size, bitmap, F::LAYOUT.hw_dirty, true)
+    }
+
+    /// Writes into `bitmap` which granule pages of `size` bytes at `gpa`
+    /// the CPU has used (read, written or fetched) since they were mapped
+    /// or last cleared, and clears their accessed bits (Linux's
+    /// `test_and_clear_young` over a range, for memory reclaim). The batch
+    /// invalidates the leaves it cleared.
+    pub fn test_and_clear_young(
+        &mut self,
+        gpa: GuestPhysAddr,
+        size: usize,
+        bitmap: &mut [u64],
+    ) -> Result<TlbFlush<F>, Error> {
+        self.hw_bits()?;
+        self.test_and_clear_into(gpa, size, bitmap, F::LAYOUT.hw_accessed, false)
+    }
+
+    fn test_and_clear_into(
+        &mut self,
+        gpa: GuestPhysAddr,
+        size: usize,
+        bitmap: &mut [u64],
+        mask: u64,
+        writable_only: bool,
+    ) -> Result<TlbFlush<F>, Error> {
+        let (start, end) = Self::range(gpa, size)?;
+        let shift = F::LAYOUT.geometry.granule_shift;
+        let pages = (end - start) >> shift;
+        let words = pages.div_ceil(64);
+        let Some(bitmap) = bitmap.get_mut(..words) else {
+            return Err(Error::BitmapTooSmall { pages });
+        };
+        bitmap.iter_mut().for_each(|w| *w = 0);
+        let mut tf = self.batch();
+        Self::test_and_clear::<D0>(
+            self.root,
+            start,
+            end,
+            mask,
+            writable_only,
+            &mut tf,
+            &mut |a, b| {
+                for i in (a - start) >> shift..(b - start) >> shift {
+                    if let Some(w) = bitmap.get_mut(i / 64) {
+                        *w |= 1 << (i % 64);
+                    }
+                }
+            },
+        );
+        Ok(tf)
+    }
+
+    /// Clears `mask` in the leaves of `start..end` (the writable ones if
+    /// `writable_only`) that have it, calling `hit(a, b)` for the part
+    /// `a..b` of each leaf that had it. A leaf that reaches outside the
+    /// range is reported and left as it is.
+    fn test_and_clear<D: Depth>(
+        table: u64,
+        start: usize,
+        end: usize,
+        mask: u64,
+        writable_only: bool,
+        tf: &mut TlbFlush<F>,
+        hit: &mut impl FnMut(usize, usize),
+    ) {
+        let p = Self::entries(table);
+        for (cur, ce) in At::<F, D>::chunks(start, end) {
+            let idx = At::<F, D>::index(cur);
+            let raw = Self::read(p, idx);
+            match At::<F, D>::decode(raw) {
+                Decoded::Table(next) if !At::<F, D>::LAST => {
+                    Self::test_and_clear::<D::Next>(next, cur, ce, mask, writable_only, tf, hit)
+                }
+                Decoded::Leaf(_) if raw & mask != 0 => {
+                    if writable_only && !At::<F, D>::flags(raw).contains(MappingFlags::WRITE) {
+                        continue;
+                    }
+                    let base = At::<F, D>::base(cur);
+                    let whole = base == cur && ce - cur == 1 << At::<F, D>::SHIFT;
+                    if !whole {
+                        hit(cur, ce);
+                        continue;
+                    }
+                    if Self::fetch_and(p, idx, !mask) & mask != 0 {
+                        hit(cur, ce);
+                        tf.add_page(base);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}

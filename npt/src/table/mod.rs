@@ -212,6 +212,17 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         unsafe { p.add(idx).write_volatile(raw) }
     }
 
+    /// Atomically ANDs entry `idx` of `p` with `mask` (the CPU may be
+    /// setting its accessed or dirty bit at the same moment); returns the
+    /// old value.
+    #[inline(always)]
+    fn fetch_and(p: *mut u64, idx: usize, mask: u64) -> u64 {
+        // SAFETY: as in `read`; entries are 8-byte aligned and only ever
+        // accessed whole, by this table and the CPU's walker.
+        let entry = unsafe { core::sync::atomic::AtomicU64::from_ptr(p.add(idx)) };
+        entry.fetch_and(mask, core::sync::atomic::Ordering::SeqCst)
+    }
+
     /// The root table's host-physical address.
     pub fn root_paddr(&self) -> HostPhysAddr {
         HostPhysAddr::from(self.root as usize)
