@@ -48,6 +48,8 @@ const EXPECTED: &[&str] = &[
     "gpa_below_4g",
     "ept_misconfig",
     "ept_ad",
+    "hw_dirty_log",
+    "hw_young",
     "execute_only",
     "vpid_remap_flush",
     "frames_freed",

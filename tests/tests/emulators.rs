@@ -197,6 +197,8 @@ const X86_64: Hypervisor = Hypervisor {
         "protect_flush",
         "map_after_fault",
         "gpa_bit39",
+        "hw_dirty_log",
+        "hw_young",
         "frames_freed",
     ],
     qemu_bugs: &[],

@@ -166,7 +166,9 @@ pub fn ept_misconfig(rep: &mut Report, hv: &mut Vmx, t: &mut Table<Ept4>, h_fram
 /// second table made with `ad: 1` (npt's EPTP then has bit 6 set) maps the
 /// code, the guest's page tables and two data pages; after the guest reads
 /// one and writes the other, the CPU has set A on the read page's leaf
-/// and A and D on the written one's (npt leaves both clear).
+/// and A and D on the written one's (npt leaves both clear). Then npt's
+/// dirty logging and young tracking by those bits run on a 2 MiB leaf of
+/// the same table (`hw_dirty_log`, `hw_young`).
 pub fn ept_ad(rep: &mut Report, hv: &mut Vmx, caps: &Caps, old_eptp: u64, h_frames: [usize; 2]) {
     if !caps.ad {
         crate::println!("INFO ept_ad skipped: IA32_VMX_EPT_VPID_CAP bit 21 is clear");
@@ -210,6 +212,18 @@ pub fn ept_ad(rep: &mut Report, hv: &mut Vmx, caps: &Caps, old_eptp: u64, h_fram
     let read = hv.load(g_read + 8);
     let write = hv.store(g_write + 8, 0xadad);
     let after = leaves.map(|e| e.map(rd));
+    // Dirty logging by the CPU's D bit on this table: a 2 MiB leaf.
+    ok(
+        t.map(
+            Gpa::from(L.g_2m as usize),
+            Hpa::from(L.h_2m),
+            npt::size::SIZE_2M,
+            RW,
+        ),
+        "2 MiB leaf with A/D",
+    )
+    .ignore();
+    crate::scenarios_hw_dirty::hw_dirty_log(rep, hv, &mut t, L.g_2m, L.h_2m);
     let restored = hv.set_eptp(old_eptp).is_ok();
     // Nothing may keep translations of the table about to be freed.
     let dropped = flush_all::<Ept4>(&mut Host).is_ok();

@@ -31,6 +31,8 @@ mod host_flush;
 mod report;
 #[path = "../../common/scenarios.rs"]
 mod scenarios;
+#[path = "../../common/scenarios_hw_dirty.rs"]
+mod scenarios_hw_dirty;
 #[path = "../../common/scenarios_rv_x86.rs"]
 mod scenarios_rv_x86;
 #[path = "../../common/x86.rs"]

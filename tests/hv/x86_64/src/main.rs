@@ -37,6 +37,8 @@ mod frames;
 mod report;
 #[path = "../../common/scenarios.rs"]
 mod scenarios;
+#[path = "../../common/scenarios_hw_dirty.rs"]
+mod scenarios_hw_dirty;
 #[path = "../../common/scenarios_rv_x86.rs"]
 mod scenarios_rv_x86;
 #[path = "../../common/x86.rs"]
@@ -590,6 +592,8 @@ extern "C" fn hv_main() -> ! {
     scenarios_rv_x86::map_after_fault(&mut rep, hv, &mut t, (G_NEW, H_NEW), Scope::Nothing);
     // PML4 index 1.
     scenarios_rv_x86::gpa_bit39(&mut rep, hv, "gpa_bit39", &L, H_39);
+    // The nested walk sets A and D (APM §15.25.5): logging without faults.
+    scenarios_hw_dirty::hw_dirty_log(&mut rep, hv, &mut t, L.g_2m, L.h_2m);
 
     drop(t);
     scenarios::frames_freed(&mut rep, "the table");
