@@ -474,6 +474,25 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         hit: &mut impl FnMut(usize, usize),
     ) {
         let p = Self::entries(table);
+        if At::<F, D>::LAST {
+            // The hot loop: a clean entry costs one load and one test.
+            let i0 = At::<F, D>::index(start);
+            for k in 0..(end - start) >> At::<F, D>::SHIFT {
+                let raw = Self::read(p, i0 + k);
+                if raw & mask == 0
+                    || !matches!(At::<F, D>::decode(raw), Decoded::Leaf(_))
+                    || (writable_only && !At::<F, D>::flags(raw).contains(MappingFlags::WRITE))
+                {
+                    continue;
+                }
+                if Self::fetch_and(p, i0 + k, !mask) & mask != 0 {
+                    let page = start + (k << At::<F, D>::SHIFT);
+                    hit(page, page + (1 << At::<F, D>::SHIFT));
+                    tf.add_page(page);
+                }
+            }
+            return;
+        }
         for (cur, ce) in At::<F, D>::chunks(start, end) {
             let idx = At::<F, D>::index(cur);
             let raw = Self::read(p, idx);
