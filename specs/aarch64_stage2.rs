@@ -57,6 +57,54 @@
             }
         }
 
+        /// Arm stage 2, 4 KiB granule, 42-bit IPA: the initial lookup is at
+        /// level 1 over eight concatenated level-1 tables (4096 entries,
+        /// 32 KiB, 32 KiB aligned, indexed by IA[41:30]); VTCR_EL2.T0SZ =
+        /// 22, SL0 = 1.
+        /// Linux KVM's choice for a 42-bit IPA (a level-0 start would also
+        /// be valid, but costs a level).
+        variant Stage2Ipa42 {
+            cite = "Arm ARM D8.2, concatenated translation tables for the initial stage-2 lookup: 4KB granule, level 1, up to 16 tables (IA up to 43 bits)";
+            geometry {
+                granule = 4K;
+                input_bits = 42;
+                output_bits = 48;
+                root { tables = 8; align = 32K; }
+                /// Level 1 over eight concatenated tables (4096 entries): a
+                /// block maps 1 GiB.
+                level L1 { number = 1; index = 41:30; leaf = 1G; }
+                /// Level 2: a block maps 2 MiB.
+                level L2 { number = 2; index = 29:21; leaf = 2M; }
+                /// Level 3: a page maps 4 KiB.
+                level L3 { number = 3; index = 20:12; leaf = 4K; }
+            }
+        }
+
+        /// Arm stage 2, 4 KiB granule, 44-bit IPA: 4 levels starting at
+        /// level 0, whose one table has 32 entries (IA[43:39]);
+        /// VTCR_EL2.T0SZ = 20, SL0 = 2. A level-1 start would need 32
+        /// concatenated tables, beyond the 16 the architecture allows. The
+        /// level-0 start needs a CPU with PARange of at least 44 bits
+        /// (AArch64.S2InvalidSL), which the IPA size implies anyway.
+        variant Stage2Ipa44 {
+            cite = "Arm ARM D8.2: 4KB granule, stage-2 initial lookup at level 0 for an IA of 40 to 48 bits (IA[43:39] at level 0 for 44 bits)";
+            geometry {
+                granule = 4K;
+                input_bits = 44;
+                output_bits = 48;
+                root { tables = 1; align = 4K; }
+                /// Level 0 (32 of its 512 entries used): table descriptors
+                /// only (no blocks with the 4KB granule and 48-bit OA).
+                level L0 { number = 0; index = 43:39; }
+                /// Level 1: a block maps 1 GiB.
+                level L1 { number = 1; index = 38:30; leaf = 1G; }
+                /// Level 2: a block maps 2 MiB.
+                level L2 { number = 2; index = 29:21; leaf = 2M; }
+                /// Level 3: a page maps 4 KiB.
+                level L3 { number = 3; index = 20:12; leaf = 4K; }
+            }
+        }
+
         /// Arm stage 2, 4 KiB granule, 48-bit IPA: 4 levels starting at
         /// level 0 (VTCR_EL2.T0SZ = 16, SL0 = 2). Needs a CPU whose PARange
         /// is 48 bits for the full range.
@@ -253,6 +301,29 @@
             cite = "Arm ARM D19.2, ID_AA64MMFR0_EL1.PARange";
             when = match pa_bits { 32 => 1, 36 => 1, 40 => 1, 42 => 1, 44 => 1, 48 => 1, 52 => 1 };
             reason = "pa_bits is not a physical address size ID_AA64MMFR0_EL1.PARange reports (32, 36, 40, 42, 44, 48 or 52)";
+        }
+        /// The initial lookup level must fit the IPA size: the levels below
+        /// it resolve 9 bits each above the 12-bit page offset, and the
+        /// initial level resolves at least 1 bit and at most 9 + 4 (a
+        /// full table, or up to 16 concatenated tables). With the 4KB
+        /// granule: a level-0 start takes IA sizes 3 * 9 + 12 + 1 = 40 to
+        /// 40 + 8 + 4 = 52 bits, level 1 31 to 43, level 2 22 to 34. A
+        /// geometry outside that fails to compile (this rule never holds).
+        require initial_lookup {
+            cite = "Arm ARM D8.2, concatenated translation tables for the initial lookup, and the pseudocode AArch64.S2InconsistentSL";
+            when = root_tables <= 16 && match start_level {
+                0 => input_bits >= 40 && input_bits <= 52,
+                1 => input_bits >= 31 && input_bits <= 43,
+                2 => input_bits >= 22 && input_bits <= 34
+            };
+            reason = "the IPA size and the initial lookup level are inconsistent (AArch64.S2InconsistentSL)";
+        }
+        /// VTCR_EL2.SL0 = 0b10 (a level-0 start with the 4KB granule) is
+        /// reserved on a CPU whose physical address size is below 44 bits.
+        require level0_start_pa {
+            cite = "Arm ARM, pseudocode AArch64.S2InvalidSL: TGx 4KB, SL2:SL0 = '010' is invalid when PAMax() < 44";
+            when = start_level != 0 || pa_bits >= 44;
+            reason = "a level-0 initial lookup (SL0 = 2) needs a physical address size (pa_bits) of at least 44 bits";
         }
         /// An IPA wider than the physical address size: the walk would
         /// fault (Linux KVM refuses such VMs).
