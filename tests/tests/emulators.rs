@@ -95,6 +95,8 @@ const AARCH64: Hypervisor = Hypervisor {
         "ipa40_bit39",
         "ipa40_hole_fault",
         "flush_other_vmid",
+        "ipa42_bit41",
+        "ipa44_bit43",
         "frames_freed",
     ],
     qemu_bugs: &[],

@@ -1,5 +1,7 @@
 //! A bare-metal test hypervisor for QEMU `virt` (AArch64, EL2) that builds
-//! its guest's stage-2 tables with npt and checks, as named verdicts, that
+//! its guest's stage-2 tables with npt (Stage2Ipa39 for the shared
+//! scenarios, then Stage2Ipa40, Stage2Ipa42 and Stage2Ipa44 for checks of
+//! their own) and checks, as named verdicts, that
 //! the hardware (QEMU's model of it) translates, faults and invalidates as
 //! npt intends.
 //!
@@ -32,13 +34,14 @@ mod scenarios;
 use core::arch::{asm, global_asm};
 use core::fmt;
 use host_flush::{HostFlush, TableRegister};
-use npt::aarch64::{Stage2Ipa39, Stage2Ipa40, Stage2Params};
+use npt::aarch64::{Stage2Ipa39, Stage2Ipa40, Stage2Ipa42, Stage2Ipa44, Stage2Params};
 use npt::flush::{flush_all, ContextRegister, FlushExecutor, Instr, Issued, Scope};
 use npt::instr::Host;
 use npt::size::SIZE_4K;
 use npt::{FlushError, Format, TlbFlush};
 use npt::{GuestPhysAddr as Gpa, HostPhysAddr as Hpa, MappingFlags as MF};
 use report::{pattern, rd, wr, Report};
+use scenarios::Applied;
 use scenarios::{done, expect, fill_common, fill_frames, load_faulted, map_common, ok, remap_page};
 use scenarios::{Access, Class, Fault, Hv, Kind, Layout, Routine, Table, RW, RX};
 
@@ -300,6 +303,10 @@ const L: Layout = Layout::new(
 const H_40_LO: usize = 0x4402_0000;
 const H_40_HI: usize = 0x4402_1000;
 const G_BIT39: u64 = 1 << 39;
+/// The Stage2Ipa42 and Stage2Ipa44 tables' frames: at GPA `L.g_ram` and
+/// with the IPA's top bit set.
+const H_WIDE_LO: usize = 0x4402_2000;
+const H_WIDE_HI: usize = 0x4402_3000;
 
 // -------------------------------------------------------------------- main
 
@@ -323,6 +330,8 @@ extern "C" fn hv_main() -> ! {
     let mut rep = Report::default();
     stage2_ipa39(&mut rep);
     stage2_ipa40(&mut rep);
+    wide_ipa::<Stage2Ipa42>(&mut rep, 4, "ipa42_bit41", Stage2Ipa42::vtcr_el2);
+    wide_ipa::<Stage2Ipa44>(&mut rep, 5, "ipa44_bit43", Stage2Ipa44::vtcr_el2);
 
     scenarios::frames_freed(&mut rep, "every table");
     rep.done();
@@ -492,4 +501,127 @@ fn stage2_ipa40(rep: &mut Report) {
     );
     drop(other);
     drop(t);
+}
+
+/// 9. Stage2Ipa42 (8 concatenated level-1 roots) and Stage2Ipa44 (a
+///    level-0 start), VMIDs 4 and 5: a table with the guest code, a page at
+///    `g_ram` and one at `g_ram` with the IPA's top bit (41 / 43) set.
+///    VTCR_EL2 comes from npt (T0SZ 22 / 20, SL0 1 / 2, PS from PARange).
+///    The top-bit page is its own frame (the low one keeps its contents
+///    when the guest stores to it); a hole next to it (the next 2 MiB, no
+///    level-3 table) is a level-2 translation fault with its IPA in
+///    HPFAR_EL2; IPA 2^42 / 2^44 is refused by npt, and the guest's access
+///    there is a translation fault with that IPA in HPFAR_EL2.
+fn wide_ipa<F: Format<Params = Stage2Params>>(
+    rep: &mut Report,
+    vmid: u64,
+    name: &str,
+    vtcr_of: fn(Hpa, &Stage2Params) -> Result<u64, npt::Error>,
+) {
+    let bits = F::LAYOUT.geometry.input_bits;
+    let mut t = ok(
+        Table::<F>::try_new_with(Stage2Params {
+            vmid,
+            pa_bits: host_pa_bits(),
+        }),
+        "a wide stage-2 table",
+    );
+    let vtcr = ok(vtcr_of(t.root_paddr(), t.params()), "VTCR_EL2");
+    let vttbr = t.root_register();
+    println!(
+        "{}: VTTBR_EL2={vttbr:#x} VTCR_EL2={vtcr:#x} (T0SZ {}, SL0 {})",
+        F::LAYOUT.name,
+        vtcr & 0x3f,
+        (vtcr >> 6) & 3
+    );
+    let lo = L.g_ram;
+    let hi = (1u64 << (bits - 1)) | L.g_ram;
+    for (gpa, hpa, flags, what) in [
+        (L.g_code, code_hpa(), RX, "code"),
+        (lo, H_WIDE_LO, RW, "low page"),
+        (hi, H_WIDE_HI, RW, "top-bit page"),
+    ] {
+        ok(
+            t.map(Gpa::from(gpa as usize), Hpa::from(hpa), SIZE_4K, flags),
+            what,
+        )
+        .ignore();
+    }
+    fill_frames(&[H_WIDE_LO, H_WIDE_HI]);
+    load_stage2(vttbr, vtcr);
+    // New VMID on frames an earlier table may have used: start clean.
+    let fl = host_flush::all::<F>(&VTTBR);
+
+    let r_lo = El2.load(lo + 0x40);
+    let r_hi = El2.load(hi + 0x40);
+    let w = El2.store(hi + 0x48, 0x4343_4343_4343_4343);
+    let written = rd(H_WIDE_HI + 0x48);
+    let lo_kept = rd(H_WIDE_LO + 0x48) == pattern(H_WIDE_LO, 9);
+    let hole_gpa = hi + 0x20_0040;
+    let hole_want = Fault::new(hole_gpa, Access::Read, Kind::Translation, 2);
+    let hole = El2.load(hole_gpa);
+    let beyond_gpa = (1u64 << bits) | L.g_ram;
+    // AArch64.S2Translate: an IPA beyond the input size is a Translation
+    // fault at level 0.
+    let beyond_want = Fault::new(beyond_gpa, Access::Read, Kind::Translation, 0);
+    let refused = t
+        .map(
+            Gpa::from(beyond_gpa as usize),
+            Hpa::from(H_WIDE_LO),
+            SIZE_4K,
+            RW,
+        )
+        .map(|tf| tf.ignore());
+    let beyond = El2.load(beyond_gpa);
+    // With the guest's stage 1 off, an address at or above the CPU's PA
+    // size is a stage-1 Address size fault at level 0, taken at EL1 (Arm
+    // ARM D8.2, "the effect of disabling stage 1": output address = input
+    // address, checked against PAMax): on a 44-bit CPU the guest cannot
+    // even issue IPA 2^44. Its vectors report ESR_EL1 (EC 0x25, DFSC
+    // 0b000000) and FAR_EL1 with HVC #0xE1.
+    let stage1_limited = beyond_gpa >> host_pa_bits() != 0;
+    let beyond_ok = if stage1_limited {
+        matches!(beyond, Err(Exit::Hvc(0xe1, [_, esr, _, far]))
+            if esr >> 26 == 0x25 && esr & 0x3f == 0 && far == beyond_gpa)
+    } else {
+        load_faulted::<El2>(&beyond, &beyond_want)
+    };
+    rep.verdict(
+        name,
+        fl.ok()
+            && r_lo == Ok(pattern(H_WIDE_LO, 8))
+            && r_hi == Ok(pattern(H_WIDE_HI, 8))
+            && done::<El2>(&w)
+            && written == 0x4343_4343_4343_4343
+            && lo_kept
+            && load_faulted::<El2>(&hole, &hole_want)
+            && matches!(refused, Err(npt::Error::GpaOutOfRange { .. }))
+            && beyond_ok,
+        format_args!(
+            "VTCR_EL2={vtcr:#x}, {fl}; gpa {:#x} -> {r_lo:x?} (hpa {H_WIDE_LO:#x}); gpa {:#x} -> {r_hi:x?} (hpa {H_WIDE_HI:#x}); store to gpa {:#x}: exit={w:x?}, hpa holds {written:#x}, low frame untouched={lo_kept}; hole gpa {hole_gpa:#x} -> {hole:x?} (want {}); npt map at {beyond_gpa:#x}: {refused:?}; guest load there -> {beyond:x?} (want {})",
+            lo + 0x40,
+            hi + 0x40,
+            hi + 0x48,
+            expect::<El2>(hole_want),
+            Beyond(stage1_limited, beyond_want)
+        ),
+    );
+    drop(t);
+}
+
+/// What a guest access beyond the IPA size should give (see [`wide_ipa`]).
+struct Beyond(bool, Fault);
+
+impl fmt::Display for Beyond {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 {
+            write!(
+                f,
+                "beyond the CPU's PA size: the guest's own stage-1 Address size fault L0, ESR_EL1 EC 0x25 DFSC 0, FAR_EL1={:#x}",
+                self.1.gpa
+            )
+        } else {
+            El2::fmt_fault(&self.1, f)
+        }
+    }
 }
