@@ -64,7 +64,7 @@ pub use formats::{aarch64, riscv, x86_64};
 pub use memory_addr::{PhysAddr, VirtAddr};
 pub use page_table_entry::{GenericPTE, MappingFlags};
 pub use page_table_multiarch::{PageSize, PagingHandler, PagingMetaData};
-pub use table::{Leaf, NestedTable, Translation, WriteFault};
+pub use table::{HugePages, Leaf, NestedTable, Translation, WriteFault};
 
 /// The host architecture's nested page table, as the module npt replaces
 /// named it: EPT on x86_64, stage 2 on AArch64 (3 levels and a 39-bit IPA,

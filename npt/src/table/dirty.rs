@@ -34,6 +34,20 @@ pub enum WriteFault<F: Format> {
     NotLogged,
 }
 
+/// What starting dirty logging does with the writable huge pages of the
+/// range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HugePages {
+    /// Split them to the granule now (KVM's eager split): logging starts
+    /// with every page write-protected on its own.
+    SplitNow,
+    /// Write-protect each whole; the first write fault in one splits it
+    /// (the faulting page becomes dirty, its neighbours stay logged and
+    /// clean), so huge pages the guest never writes stay huge. A huge page
+    /// only partly inside the range is split now.
+    SplitOnFault,
+}
+
 impl<F: Format, H: PagingHandler> NestedTable<F, H> {
     fn log_bit() -> Result<u64, Error> {
         match F::LAYOUT.log_bit {
@@ -70,15 +84,30 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         size: usize,
         exec: &mut impl FlushExecutor,
     ) -> Result<TlbFlush<F>, Error> {
+        self.start_dirty_log_with(gpa, size, HugePages::SplitNow, exec)
+    }
+
+    /// [`start_dirty_log_in`](Self::start_dirty_log_in), with the caller's
+    /// choice of when huge pages are split: with
+    /// [`HugePages::SplitOnFault`] the write faults on them go to
+    /// [`handle_write_fault_in`](Self::handle_write_fault_in), which splits.
+    pub fn start_dirty_log_with(
+        &mut self,
+        gpa: GuestPhysAddr,
+        size: usize,
+        huge: HugePages,
+        exec: &mut impl FlushExecutor,
+    ) -> Result<TlbFlush<F>, Error> {
         let bit = Self::log_bit()?;
         let (start, end) = Self::range(gpa, size)?;
-        let need = Self::log_split_need::<D0>(self.root, start, end);
+        let lazy = huge == HugePages::SplitOnFault;
+        let need = Self::log_split_need::<D0>(self.root, start, end, lazy);
         let mut reserve = self.reserve(need)?;
         let mut tf = self.batch();
-        let split = self.log_split::<D0>(self.root, start, end, &mut reserve, &mut tf, exec);
+        let split = self.log_split::<D0>(self.root, start, end, lazy, &mut reserve, &mut tf, exec);
         reserve.free_all(&Self::ops());
         split?;
-        Self::log_rewrite::<D0>(self.root, start, end, bit, &mut tf, &mut |_| {});
+        Self::log_rewrite::<D0>(self.root, start, end, bit, lazy, &mut tf, &mut |_| {});
         Ok(tf)
     }
 
@@ -104,7 +133,7 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
             .for_each(|w| *w = 0);
         let mut tf = self.batch();
         let shift = F::LAYOUT.geometry.granule_shift;
-        Self::log_rewrite::<D0>(self.root, start, end, bit, &mut tf, &mut |page| {
+        Self::log_rewrite::<D0>(self.root, start, end, bit, false, &mut tf, &mut |page| {
             let i = (page - start) >> shift;
             if let Some(w) = bitmap.get_mut(i / 64) {
                 *w |= 1 << (i % 64);
@@ -114,8 +143,24 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
     }
 
     /// Handles a write fault at `gpa`: a logging fault makes the page
-    /// writable and dirty; anything else is the hypervisor's.
+    /// writable and dirty; anything else is the hypervisor's. A fault in a
+    /// huge page logged with [`HugePages::SplitOnFault`] splits it first,
+    /// which on Arm is break-before-make on the host's instructions: use
+    /// [`handle_write_fault_in`](Self::handle_write_fault_in) to choose the
+    /// executor.
     pub fn handle_write_fault(&mut self, gpa: GuestPhysAddr) -> Result<WriteFault<F>, Error> {
+        self.handle_write_fault_in(gpa, &mut crate::instr::Host)
+    }
+
+    /// [`handle_write_fault`](Self::handle_write_fault) with the executor a
+    /// break-before-make split runs its invalidation on. Refused without
+    /// change ([`Error::NoMemory`]) if a split needs tables the allocator
+    /// cannot give.
+    pub fn handle_write_fault_in(
+        &mut self,
+        gpa: GuestPhysAddr,
+        exec: &mut impl FlushExecutor,
+    ) -> Result<WriteFault<F>, Error> {
         let bit = Self::log_bit()?;
         let addr = gpa.as_usize();
         if addr as u128 >= F::LAYOUT.geometry.input_limit() {
@@ -124,8 +169,12 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
                 input_bits: F::LAYOUT.geometry.input_bits,
             });
         }
+        let need = Self::fault_split_need::<D0>(self.root, addr, bit);
+        let mut reserve = self.reserve(need)?;
         let mut tf = self.batch();
-        match Self::fault_at::<D0>(self.root, addr, bit, &mut tf) {
+        let found = self.fault_at::<D0>(self.root, addr, bit, &mut reserve, &mut tf, exec);
+        reserve.free_all(&Self::ops());
+        match found? {
             Some(true) => Ok(WriteFault::Logged(tf)),
             Some(false) => Ok(WriteFault::NotLogged),
             None => Err(Error::NotMapped { gpa }),
@@ -150,8 +199,8 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
     // -- walks ---------------------------------------------------------
 
     /// Tables splitting the writable huge leaves of `start..end` down to
-    /// the granule take.
-    fn log_split_need<D: Depth>(table: u64, start: usize, end: usize) -> usize {
+    /// the granule take (with `lazy`, only those partly outside the range).
+    fn log_split_need<D: Depth>(table: u64, start: usize, end: usize, lazy: bool) -> usize {
         if At::<F, D>::LAST {
             return 0;
         }
@@ -160,14 +209,44 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         for (cur, ce) in At::<F, D>::chunks(start, end) {
             let raw = Self::read(p, At::<F, D>::index(cur));
             match At::<F, D>::decode(raw) {
-                Decoded::Table(next) => need += Self::log_split_need::<D::Next>(next, cur, ce),
-                Decoded::Leaf(_) if At::<F, D>::flags(raw).contains(MappingFlags::WRITE) => {
+                Decoded::Table(next) => {
+                    need += Self::log_split_need::<D::Next>(next, cur, ce, lazy)
+                }
+                Decoded::Leaf(_)
+                    if At::<F, D>::flags(raw).contains(MappingFlags::WRITE)
+                        && !(lazy && Self::whole::<D>(cur, ce)) =>
+                {
                     need += Self::subtree_tables::<D::Next>()
                 }
                 _ => {}
             }
         }
         need
+    }
+
+    /// Whether `cur..ce` is the whole leaf at depth `D` around `cur`.
+    #[inline(always)]
+    fn whole<D: Depth>(cur: usize, ce: usize) -> bool {
+        At::<F, D>::base(cur) == cur && ce - cur == 1 << At::<F, D>::SHIFT
+    }
+
+    /// Tables a write fault at `addr` splits: a full subtree under a
+    /// logged (marked, write-protected) huge leaf, else none.
+    fn fault_split_need<D: Depth>(table: u64, addr: usize, bit: u64) -> usize {
+        let raw = Self::read(Self::entries(table), At::<F, D>::index(addr));
+        match At::<F, D>::decode(raw) {
+            Decoded::Table(next) if !At::<F, D>::LAST => {
+                Self::fault_split_need::<D::Next>(next, addr, bit)
+            }
+            Decoded::Leaf(_)
+                if !At::<F, D>::LAST
+                    && raw & bit != 0
+                    && !At::<F, D>::flags(raw).contains(MappingFlags::WRITE) =>
+            {
+                Self::subtree_tables::<D::Next>()
+            }
+            _ => 0,
+        }
     }
 
     /// Tables in a full subtree whose top table is at depth `D`.
@@ -179,11 +258,13 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn log_split<D: Depth>(
         &mut self,
         table: u64,
         start: usize,
         end: usize,
+        lazy: bool,
         reserve: &mut FrameList,
         tf: &mut TlbFlush<F>,
         exec: &mut impl FlushExecutor,
@@ -197,29 +278,53 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
             let raw = Self::read(p, idx);
             match At::<F, D>::decode(raw) {
                 Decoded::Table(next) => {
-                    self.log_split::<D::Next>(next, cur, ce, reserve, tf, exec)?
+                    self.log_split::<D::Next>(next, cur, ce, lazy, reserve, tf, exec)?
                 }
-                Decoded::Leaf(pa) if At::<F, D>::flags(raw).contains(MappingFlags::WRITE) => {
-                    let base = At::<F, D>::base(cur);
-                    let keep = raw & !F::LAYOUT.address.mask() & !At::<F, D>::LEAF_SET;
-                    let Some(child) = self.build_pages::<D::Next>(keep, pa, reserve) else {
-                        return Err(Error::NoMemory);
-                    };
-                    let desc = F::LAYOUT.table(child);
-                    if F::FLUSH.split_break_before_make {
-                        let ctx = *tf.context();
-                        Self::break_before_make::<D>(p, idx, raw, desc, base, || {
-                            crate::flush::run_page(&F::FLUSH.page, &ctx, base, exec)
-                        })?;
-                    } else {
-                        Self::write(p, idx, desc);
-                        tf.add_page(base);
-                    }
+                Decoded::Leaf(pa)
+                    if At::<F, D>::flags(raw).contains(MappingFlags::WRITE)
+                        && !(lazy && Self::whole::<D>(cur, ce)) =>
+                {
+                    self.split_leaf::<D>(p, idx, raw, pa, cur, reserve, tf, exec)?;
                 }
                 _ => {}
             }
         }
         Ok(())
+    }
+
+    /// Replaces the huge leaf `raw` (entry `idx` of `p`, covering `addr`)
+    /// by a full subtree of granule leaves with the same bits: by
+    /// break-before-make through `exec` where the format needs it, else in
+    /// place with the old leaf's invalidation in `tf`. Returns the new
+    /// table.
+    #[allow(clippy::too_many_arguments)]
+    fn split_leaf<D: Depth>(
+        &mut self,
+        p: *mut u64,
+        idx: usize,
+        raw: u64,
+        pa: u64,
+        addr: usize,
+        reserve: &mut FrameList,
+        tf: &mut TlbFlush<F>,
+        exec: &mut impl FlushExecutor,
+    ) -> Result<u64, Error> {
+        let base = At::<F, D>::base(addr);
+        let keep = raw & !F::LAYOUT.address.mask() & !At::<F, D>::LEAF_SET;
+        let Some(child) = self.build_pages::<D::Next>(keep, pa, reserve) else {
+            return Err(Error::NoMemory);
+        };
+        let desc = F::LAYOUT.table(child);
+        if F::FLUSH.split_break_before_make {
+            let ctx = *tf.context();
+            Self::break_before_make::<D>(p, idx, raw, desc, base, || {
+                crate::flush::run_page(&F::FLUSH.page, &ctx, base, exec)
+            })?;
+        } else {
+            Self::write(p, idx, desc);
+            tf.add_page(base);
+        }
+        Ok(child)
     }
 
     /// A full subtree at depth `D` mapping from `pa` with the bits `keep`,
@@ -249,11 +354,14 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
     /// Write-protects and marks every writable granule leaf of
     /// `start..end`, calling `dirty` for each that was marked (a logged
     /// page written since).
+    /// With `huge`, writable huge leaves wholly inside the range are
+    /// write-protected and marked too (logging that splits on fault).
     fn log_rewrite<D: Depth>(
         table: u64,
         start: usize,
         end: usize,
         bit: u64,
+        huge: bool,
         tf: &mut TlbFlush<F>,
         dirty: &mut impl FnMut(usize),
     ) {
@@ -284,35 +392,69 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
             return;
         }
         for (cur, ce) in At::<F, D>::chunks(start, end) {
-            if let Decoded::Table(next) = At::<F, D>::decode(Self::read(p, At::<F, D>::index(cur)))
-            {
-                Self::log_rewrite::<D::Next>(next, cur, ce, bit, tf, dirty);
+            let idx = At::<F, D>::index(cur);
+            let raw = Self::read(p, idx);
+            match At::<F, D>::decode(raw) {
+                Decoded::Table(next) => {
+                    Self::log_rewrite::<D::Next>(next, cur, ce, bit, huge, tf, dirty)
+                }
+                Decoded::Leaf(_)
+                    if huge
+                        && Self::whole::<D>(cur, ce)
+                        && At::<F, D>::flags(raw).contains(MappingFlags::WRITE) =>
+                {
+                    if let Some(new) = Self::protected::<D>(raw, bit) {
+                        Self::write(p, idx, new);
+                        tf.add_page(cur);
+                    }
+                }
+                _ => {}
             }
         }
     }
 
     /// The fault at `addr`: `Some(true)` a logging fault (fixed), `Some(false)`
     /// not one, `None` no leaf.
-    fn fault_at<D: Depth>(table: u64, addr: usize, bit: u64, tf: &mut TlbFlush<F>) -> Option<bool> {
+    /// A logged huge leaf (marked, write-protected) is split first, its
+    /// pages keeping the mark, and the fault handled in the new table.
+    fn fault_at<D: Depth>(
+        &mut self,
+        table: u64,
+        addr: usize,
+        bit: u64,
+        reserve: &mut FrameList,
+        tf: &mut TlbFlush<F>,
+        exec: &mut impl FlushExecutor,
+    ) -> Result<Option<bool>, Error> {
         let p = Self::entries(table);
         let idx = At::<F, D>::index(addr);
         let raw = Self::read(p, idx);
         match At::<F, D>::decode(raw) {
             Decoded::Table(next) if !At::<F, D>::LAST => {
-                Self::fault_at::<D::Next>(next, addr, bit, tf)
+                self.fault_at::<D::Next>(next, addr, bit, reserve, tf, exec)
+            }
+            Decoded::Leaf(pa)
+                if !At::<F, D>::LAST
+                    && raw & bit != 0
+                    && !At::<F, D>::flags(raw).contains(MappingFlags::WRITE) =>
+            {
+                let child = self.split_leaf::<D>(p, idx, raw, pa, addr, reserve, tf, exec)?;
+                self.fault_at::<D::Next>(child, addr, bit, reserve, tf, exec)
             }
             Decoded::Leaf(_) if raw & bit != 0 => {
-                let new = Self::writable::<D>(raw)?;
+                let Some(new) = Self::writable::<D>(raw) else {
+                    return Ok(None);
+                };
                 if new != raw {
                     Self::write(p, idx, new);
                 }
                 // Written or not (another CPU's stale entry), the faulting
                 // CPU may hold the stricter entry.
                 tf.add_page(At::<F, D>::base(addr));
-                Some(true)
+                Ok(Some(true))
             }
-            Decoded::Leaf(_) => Some(false),
-            _ => None,
+            Decoded::Leaf(_) => Ok(Some(false)),
+            _ => Ok(None),
         }
     }
 
@@ -377,10 +519,10 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
     ) -> Result<TlbFlush<F>, Error> {
         self.hw_bits()?;
         let (start, end) = Self::range(gpa, size)?;
-        let need = Self::log_split_need::<D0>(self.root, start, end);
+        let need = Self::log_split_need::<D0>(self.root, start, end, false);
         let mut reserve = self.reserve(need)?;
         let mut tf = self.batch();
-        let split = self.log_split::<D0>(self.root, start, end, &mut reserve, &mut tf, exec);
+        let split = self.log_split::<D0>(self.root, start, end, false, &mut reserve, &mut tf, exec);
         reserve.free_all(&Self::ops());
         split?;
         Self::test_and_clear::<D0>(

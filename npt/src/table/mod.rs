@@ -24,7 +24,7 @@ use crate::format::{Decoded, Format};
 use crate::frames::{FrameList, FrameOps};
 use core::cell::Cell;
 use core::marker::PhantomData;
-pub use dirty::WriteFault;
+pub use dirty::{HugePages, WriteFault};
 use level::{At, D0, MAX_LEVELS};
 use map::{Job, Linear, Scattered};
 use page_table_entry::MappingFlags;
