@@ -15,6 +15,7 @@ pub fn run(f: &Format, errs: &mut Errors) {
         let vf = f.variant(v);
         check_geometry(&vf, errs);
         check_registers(&vf, errs);
+        check_requires_of(&vf, Some(&v.name), errs);
     }
 }
 
@@ -1110,6 +1111,12 @@ fn check_hardware_dirty(f: &Format, errs: &mut Errors) {
 /// A `require` whose condition the geometry alone decides must hold:
 /// one that can never hold would refuse every table of the format.
 fn check_requires(f: &Format, errs: &mut Errors) {
+    check_requires_of(f, None, errs);
+}
+
+/// The same for a variant's geometry, pointing at the variant too (the
+/// rule's condition is written once, in the base format).
+fn check_requires_of(f: &Format, variant: Option<&syn::Ident>, errs: &mut Errors) {
     let root_pa = syn::Ident::new("root_pa", Span::call_site());
     let mut runtime: Vec<&syn::Ident> = vec![&root_pa];
     runtime.extend(f.params.iter().map(|p| &p.name));
@@ -1119,13 +1126,24 @@ fn check_requires(f: &Format, errs: &mut Errors) {
     };
     for q in &f.requires {
         if let Some(crate::eval::Value::Const(0)) = q.when.eval(&env, errs) {
-            errs.error(
-                q.when.span(),
-                format!(
-                    "`require {}` never holds for this format's geometry, so every table would be refused; fix the condition or drop the rule",
-                    q.name
+            match variant {
+                None => errs.error(
+                    q.when.span(),
+                    format!(
+                        "`require {}` never holds for this format's geometry, so every table would be refused; fix the condition or drop the rule",
+                        q.name
+                    ),
                 ),
-            );
+                Some(v) => errs.conflict(
+                    q.when.span(),
+                    format!(
+                        "`require {}` never holds for the geometry of variant `{v}`, so every table of it would be refused; fix the variant's geometry or the condition",
+                        q.name
+                    ),
+                    v.span(),
+                    format!("variant `{v}` declared here"),
+                ),
+            }
         }
     }
 }
