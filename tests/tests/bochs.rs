@@ -37,6 +37,7 @@ const EXPECTED: &[&str] = &[
     "split_2m",
     "collapse_2m",
     "dirty_log",
+    "dirty_log_lazy",
     "huge_1g",
     "remap_flush",
     "flush_all",

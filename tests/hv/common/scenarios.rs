@@ -355,6 +355,7 @@ pub fn run_all<A: Hv, F: Format>(rep: &mut Report, hv: &mut A, t: &mut Table<F>,
     huge_2m(rep, hv, t, l);
     split_collapse_2m(rep, hv, t, l);
     dirty_log_2m(rep, hv, t, l);
+    dirty_log_lazy_2m(rep, hv, t, l);
     huge_1g(rep, hv, t, l);
     remap(rep, hv, t, l);
     hv.after_remap(rep, t, l);
@@ -700,6 +701,98 @@ pub fn dirty_log_2m<A: Hv, F: Format>(rep: &mut Report, hv: &mut A, t: &mut Tabl
         format_args!(
             "start scope={start_scope:?}; {detail}; stop: write ok={}; collapsed={collapsed}, read={read:x?}",
             done::<A>(&e)
+        ),
+    );
+}
+
+/// 4a, lazily. Dirty logging that splits on the first write fault
+///        (`HugePages::SplitOnFault`): the 2 MiB leaf stays one leaf,
+///        write-protected; the guest's first store in it faults, npt's
+///        handler splits it (Arm: break-before-make with the host's TLBIs
+///        inside the handler) and makes only that page writable; a store
+///        to the next page faults once more, without a split; the harvest
+///        is those two pages. Then logging stops and the leaf collapses.
+pub fn dirty_log_lazy_2m<A: Hv, F: Format>(
+    rep: &mut Report,
+    hv: &mut A,
+    t: &mut Table<F>,
+    l: &Layout,
+) {
+    let base = l.g_2m as usize;
+    let tf = ok(
+        t.start_dirty_log_with(
+            Gpa::from(base),
+            SIZE_2M,
+            npt::HugePages::SplitOnFault,
+            &mut npt::instr::Host,
+        ),
+        "start lazy dirty log",
+    );
+    let scope = tf.scope();
+    let mut fl = hv.flush(tf, scope);
+    let whole = t
+        .query(Gpa::from(base))
+        .map(|q| (q.size, q.flags.contains(MF::WRITE)));
+    let mut pass = whole == Ok((SIZE_2M, false));
+    let mut faults = [false; 2];
+    let mut sizes = [0usize; 2];
+    for (k, pg) in [0x10usize, 0x11].into_iter().enumerate() {
+        let g = (base + pg * SIZE_4K + 0x18) as u64;
+        let v = 0x1a2e_0000_0000_0000 | pg as u64;
+        let mut e = hv.store(g, v);
+        if k == 0 {
+            fl.observe();
+            pass &= fl.ok();
+        }
+        // The first fault is on the 2 MiB leaf (level 2), the second on a
+        // 4 KiB page (level 3), where the architecture reports a level.
+        let level = if k == 0 { 2 } else { 3 };
+        faults[k] = faulted::<A>(&e, &Fault::new(g, Access::Write, Kind::Permission, level));
+        if faults[k] {
+            if let Ok(npt::WriteFault::Logged(tf)) = t.handle_write_fault(Gpa::from(g as usize)) {
+                let mut f2 = hv.flush(tf, Scope::Pages);
+                e = hv.store(g, v);
+                f2.observe();
+                pass &= f2.ok();
+            }
+        }
+        sizes[k] = t.query(Gpa::from(base)).map_or(0, |q| q.size);
+        pass &= done::<A>(&e) && rd(l.h_2m + pg * SIZE_4K + 0x18) == v;
+    }
+    let neighbour = t
+        .query(Gpa::from(base + 0x12 * SIZE_4K))
+        .map(|q| q.flags.contains(MF::WRITE));
+    let mut bitmap = [0u64; 8];
+    let tf = ok(
+        t.harvest_dirty(Gpa::from(base), SIZE_2M, &mut bitmap),
+        "harvest",
+    );
+    hv.flush(tf, Scope::Pages).observe();
+    let harvested = bitmap[0] == 0x3 << 16 && bitmap[1..].iter().all(|w| *w == 0);
+    let tf = ok(t.stop_dirty_log(Gpa::from(base), SIZE_2M), "stop dirty log");
+    hv.flush(tf, Scope::Context).observe();
+    let tf = ok(
+        t.collapse_region_in(Gpa::from(base), SIZE_2M, &mut npt::instr::Host),
+        "collapse",
+    );
+    let want_scope = tf.scope();
+    let mut fl2 = hv.flush(tf, want_scope);
+    let read = hv.load((base + 0x10 * SIZE_4K + 0x18) as u64);
+    fl2.observe();
+    let after = t.query(Gpa::from(base)).map(|q| q.size);
+    pass &= faults == [true, true]
+        && sizes == [SIZE_4K, SIZE_4K]
+        && neighbour == Ok(false)
+        && harvested
+        && fl2.ok()
+        && read == Ok(0x1a2e_0000_0000_0010)
+        && after == Ok(SIZE_2M);
+    rep.verdict(
+        "dirty_log_lazy",
+        pass,
+        format_args!(
+            "start: scope={scope:?}, {fl}, leaf (size, writable)={whole:x?} (want (0x200000, false)); store to page 0x10 faulted={} -> split, leaf size {:#x}; page 0x11 faulted={} (size {:#x}); page 0x12 writable={neighbour:?} (want false); harvest bitmap[0]={:#x} (want 0x30000); stop, collapse: read={read:x?}, leaf size {after:x?}",
+            faults[0], sizes[0], faults[1], sizes[1], bitmap[0]
         ),
     );
 }
