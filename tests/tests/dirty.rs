@@ -22,7 +22,10 @@ fn guest_write<F: Format>(t: &mut Table<F>, g: usize, truth: &mut BTreeSet<usize
         return true;
     }
     // The executor records the break-before-make of a split on Arm.
-    match t.handle_write_fault_in(gpa(g), &mut Recorder::default()).unwrap() {
+    match t
+        .handle_write_fault_in(gpa(g), &mut Recorder::default())
+        .unwrap()
+    {
         WriteFault::Logged(tf) => {
             tf.flush_with(&mut Recorder::default()).unwrap();
             assert!(t.query(gpa(g)).unwrap().flags.contains(MF::WRITE));
@@ -261,12 +264,20 @@ fn split_on_fault<F: Format>() {
     let size = 2 * SIZE_2M + 0x1000;
     let frames = live_frames();
     let tf = t
-        .start_dirty_log_with(gpa(base), size, HugePages::SplitOnFault, &mut Recorder::default())
+        .start_dirty_log_with(
+            gpa(base),
+            size,
+            HugePages::SplitOnFault,
+            &mut Recorder::default(),
+        )
         .unwrap();
     tf.ignore();
     // Only the cut one was split (one table).
     assert_eq!(live_frames(), frames + 1, "{}", F::NAME);
-    let huge: Vec<_> = leaves(&t).into_iter().filter(|l| l.size == SIZE_2M).collect();
+    let huge: Vec<_> = leaves(&t)
+        .into_iter()
+        .filter(|l| l.size == SIZE_2M)
+        .collect();
     assert_eq!(huge.len(), 2, "{}", F::NAME);
     assert!(huge.iter().all(|l| !l.flags.contains(MF::WRITE)));
 
@@ -280,14 +291,22 @@ fn split_on_fault<F: Format>() {
 
     let mut truth = BTreeSet::new();
     let mut rec = Recorder::default();
-    match t.handle_write_fault_in(gpa(base + 0x5008), &mut rec).unwrap() {
+    match t
+        .handle_write_fault_in(gpa(base + 0x5008), &mut rec)
+        .unwrap()
+    {
         WriteFault::Logged(tf) => tf.flush_with(&mut Recorder::default()).unwrap(),
         WriteFault::NotLogged => panic!("{}: not a logging fault", F::NAME),
     }
     truth.insert(base + 0x5000);
     // Break-before-make runs its invalidation during the split; x86 and
     // RISC-V replace the leaf in place and leave it to the batch.
-    assert_eq!(!rec.events.is_empty(), F::FLUSH.split_break_before_make, "{}", F::NAME);
+    assert_eq!(
+        !rec.events.is_empty(),
+        F::FLUSH.split_break_before_make,
+        "{}",
+        F::NAME
+    );
     assert_eq!(live_frames(), frames + 2, "{}", F::NAME);
     let first: Vec<_> = leaves(&t)
         .into_iter()
@@ -297,18 +316,30 @@ fn split_on_fault<F: Format>() {
     assert!(first
         .iter()
         .all(|l| l.flags.contains(MF::WRITE) == (l.gpa == gpa(base + 0x5000))));
-    assert_eq!(t.query(gpa(base + 0x12_3456)).unwrap().hpa, hpa(0x4012_3456));
+    assert_eq!(
+        t.query(gpa(base + 0x12_3456)).unwrap().hpa,
+        hpa(0x4012_3456)
+    );
     // More writes: in the split page, and in the cut (already split) one.
     for g in [base + 0x1f_f000, base + 2 * SIZE_2M] {
         assert!(guest_write(&mut t, g, &mut truth), "{}: {g:#x}", F::NAME);
     }
     assert_eq!(harvest(&mut t, base, size), truth, "{}", F::NAME);
     // The second 2 MiB page was never written: still one leaf.
-    assert_eq!(t.query(gpa(base + SIZE_2M)).unwrap().size, SIZE_2M, "{}", F::NAME);
+    assert_eq!(
+        t.query(gpa(base + SIZE_2M)).unwrap().size,
+        SIZE_2M,
+        "{}",
+        F::NAME
+    );
     assert!(harvest(&mut t, base, size).is_empty());
     // Stop makes everything writable again, the huge page included.
     t.stop_dirty_log(gpa(base), size).unwrap().ignore();
-    assert!(leaves(&t).iter().all(|l| l.flags.contains(MF::WRITE)), "{}", F::NAME);
+    assert!(
+        leaves(&t).iter().all(|l| l.flags.contains(MF::WRITE)),
+        "{}",
+        F::NAME
+    );
 }
 
 #[test]
