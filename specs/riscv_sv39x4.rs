@@ -182,6 +182,24 @@
         /// The VMID (VMIDLEN is at most 14 on RV64; write all ones to hgatp.VMID and read back to find the implemented width).
         param vmid { width = 14; }
 
+        /// 1 if M-mode has set menvcfg.ADUE (Svadu): the hart then sets A
+        /// and D in G-stage leaves itself instead of raising guest-page
+        /// faults for them (Svade), and npt's dirty logging and young
+        /// tracking can use them. npt sets A and D in every leaf it writes,
+        /// so with 0 no A/D fault ever occurs.
+        param adue { width = 1; }
+
+        // Svadu (RISC-V Privileged ISA, "Svadu" extension; menvcfg.ADUE
+        // also governs G-stage translation): the walker sets A on any
+        // access and D on a write, atomically; after software clears one,
+        // an HFENCE.GVMA of the page makes the hart set it again.
+        hardware_dirty {
+            cite = "RISC-V Privileged ISA, Svadu: hardware updating of A/D bits, menvcfg.ADUE for G-stage";
+            accessed = A;
+            dirty = D;
+            enabled_by = adue;
+        }
+
         /// Hypervisor guest address translation and protection register.
         /// hgatp.PPN names the 16-KiB root, which must be 16-KiB aligned
         /// (its low two PPN bits are zero).

@@ -192,13 +192,13 @@ fn main() {
         let vtcr = aarch64::Stage2Ipa48::vtcr_el2(t.root_paddr(), t.params()).expect("VTCR");
         println!("VTTBR_EL2 = {:#x}, VTCR_EL2 = {vtcr:#x}", t.root_register());
     });
-    show::<riscv::Sv39x4>(riscv::Sv39x4Params { vmid: 1 }, |t| {
+    show::<riscv::Sv39x4>(riscv::Sv39x4Params { vmid: 1, adue: 0 }, |t| {
         println!("hgatp = {:#x}", t.root_register());
     });
-    show::<riscv::Sv48x4>(riscv::Sv39x4Params { vmid: 1 }, |t| {
+    show::<riscv::Sv48x4>(riscv::Sv39x4Params { vmid: 1, adue: 0 }, |t| {
         println!("hgatp = {:#x}", t.root_register());
     });
-    show::<riscv::Sv57x4>(riscv::Sv39x4Params { vmid: 1 }, |t| {
+    show::<riscv::Sv57x4>(riscv::Sv39x4Params { vmid: 1, adue: 0 }, |t| {
         println!("hgatp = {:#x}", t.root_register());
     });
 }

@@ -143,6 +143,8 @@ const RISCV64: Hypervisor = Hypervisor {
         "sv39x4_bit39",
         "sv39x4_bit40",
         "device_pbmt",
+        "hw_dirty_log",
+        "hw_young",
         "frames_freed",
         "sv48x4_bit49",
         "sv48x4_terapage",

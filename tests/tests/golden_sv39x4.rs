@@ -35,7 +35,7 @@ const ROOT: usize = 0x8000_0000;
 
 /// A fresh arena and an empty table with `vmid`.
 fn fresh_vmid(vmid: u64) -> Table<Sv39x4> {
-    fresh_with::<Sv39x4>(Sv39x4Params { vmid })
+    fresh_with::<Sv39x4>(Sv39x4Params { vmid, adue: 0 })
 }
 
 /// The instructions of flushing `tf` into a default recorder.
@@ -415,7 +415,7 @@ fn generic_pte_round_trip() {
 
 #[test]
 fn hgatp_golden() {
-    let p = |vmid| Sv39x4Params { vmid };
+    let p = |vmid| Sv39x4Params { vmid, adue: 0 };
     // MODE 8 << 60 = 0x8000_0000_0000_0000; PPN 0x8000_0000 >> 12 = 0x80000.
     assert_eq!(
         Sv39x4::hgatp(hpa(0x8000_0000), &p(0)),
@@ -449,7 +449,13 @@ fn hgatp_golden() {
 #[test]
 fn root_register_is_hgatp() {
     let t = fresh_vmid(0x2A5);
-    assert_eq!(t.params(), &Sv39x4Params { vmid: 0x2A5 });
+    assert_eq!(
+        t.params(),
+        &Sv39x4Params {
+            vmid: 0x2A5,
+            adue: 0
+        }
+    );
     // As in hgatp_golden: 8 << 60 | 0x2A5 << 44 | 0x80000.
     assert_eq!(t.root_register(), 0x802A_5000_0008_0000);
     drop(t);
@@ -460,7 +466,10 @@ fn root_register_is_hgatp() {
 #[test]
 fn vmid_beyond_14_bits_refused() {
     reset(DEFAULT_BASE, DEFAULT_FRAMES);
-    let r = Table::<Sv39x4>::try_new_with(Sv39x4Params { vmid: 1 << 14 });
+    let r = Table::<Sv39x4>::try_new_with(Sv39x4Params {
+        vmid: 1 << 14,
+        adue: 0,
+    });
     assert_eq!(
         r.err(),
         Some(Error::ParamOutOfRange {
@@ -705,7 +714,7 @@ fn gpa_bits_39_and_40_select_upper_root_entries() {
 #[test]
 fn hgatp_refuses_a_root_not_16k_aligned() {
     assert!(matches!(
-        Sv39x4::hgatp(hpa(0x8010_1000), &Sv39x4Params { vmid: 1 }),
+        Sv39x4::hgatp(hpa(0x8010_1000), &Sv39x4Params { vmid: 1, adue: 0 }),
         Err(Error::Requirement {
             rule: "root_aligned",
             ..

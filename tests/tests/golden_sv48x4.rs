@@ -73,7 +73,7 @@ fn sv48x4_layout() {
 
 #[test]
 fn sv48x4_hgatp_golden() {
-    let p = |vmid| Sv39x4Params { vmid };
+    let p = |vmid| Sv39x4Params { vmid, adue: 0 };
     // MODE 9 << 60 = 0x9000_0000_0000_0000; PPN 0x8000_0000 >> 12 = 0x80000.
     assert_eq!(
         Sv48x4::hgatp(hpa(0x8000_0000), &p(0)),
@@ -270,7 +270,7 @@ fn sv48x4_bit_49_and_the_limit() {
 #[test]
 fn sv48x4_fence_carries_the_whole_gpa() {
     let vmid = 0x2A5;
-    let mut t = fresh_with::<Sv48x4>(Sv39x4Params { vmid });
+    let mut t = fresh_with::<Sv48x4>(Sv39x4Params { vmid, adue: 0 });
     let hi = (1usize << 49) | 0x1000;
     t.map_region(gpa(hi), hpa(0x1_0000), 2 * SIZE_4K, RW, true)
         .unwrap()
@@ -305,7 +305,7 @@ fn sv57x4_layout_and_hgatp() {
         ]
     );
     assert_eq!((g.root_tables, g.root_align), (4, 0x4000));
-    let p = |vmid| Sv39x4Params { vmid };
+    let p = |vmid| Sv39x4Params { vmid, adue: 0 };
     // MODE 10 << 60 = 0xA000_0000_0000_0000; PPN 0x80000.
     assert_eq!(
         Sv57x4::hgatp(hpa(0x8000_0000), &p(0)),

@@ -106,6 +106,9 @@ extern "C" fn m_main() -> ! {
     // menvcfg.PBMTE (bit 62): Svpbmt for S-mode and the G-stage (npt maps
     // DEVICE with PBMT = IO).
     csrs!("0x30a", 1 << 62);
+    // menvcfg.ADUE (bit 61, Svadu): the hart sets A and D in G-stage (and
+    // HS) leaves itself; read back to see whether it took.
+    csrs!("0x30a", 1 << 61);
     // mcounteren: cycle, time and instret readable below M-mode (a guest
     // also needs hcounteren).
     csrw!("mcounteren", 7);

@@ -29,6 +29,8 @@ mod report;
 mod host_flush;
 #[path = "../../common/scenarios.rs"]
 mod scenarios;
+#[path = "../../common/scenarios_hw_dirty.rs"]
+mod scenarios_hw_dirty;
 #[path = "../../common/scenarios_rv_x86.rs"]
 mod scenarios_rv_x86;
 
@@ -293,8 +295,9 @@ extern "C" fn hv_main() -> ! {
     let misa = MISA.load(Ordering::Relaxed);
     let menvcfg = MENVCFG.load(Ordering::Relaxed);
     let pbmte = menvcfg & (1 << 62) != 0;
+    let adue = menvcfg & (1 << 61) != 0;
     println!(
-        "npt test hypervisor, riscv64, HS-mode; misa={misa:#x} (H={}) menvcfg.PBMTE={pbmte}",
+        "npt test hypervisor, riscv64, HS-mode; misa={misa:#x} (H={}) menvcfg.PBMTE={pbmte} menvcfg.ADUE={adue}",
         misa & (1 << 7) != 0
     );
     if misa & (1 << 7) == 0 {
@@ -307,7 +310,12 @@ extern "C" fn hv_main() -> ! {
 
     let mut rep = Report::default();
     let mut t = ok(
-        Table::<Sv39x4>::try_new_with(Sv39x4Params { vmid: 1 }),
+        // With Svadu on, the hart's own A/D updates serve dirty logging
+        // and young tracking (hw_dirty_log, hw_young).
+        Table::<Sv39x4>::try_new_with(Sv39x4Params {
+            vmid: 1,
+            adue: adue.into(),
+        }),
         "an Sv39x4 table",
     );
     let hgatp = t.root_register();
@@ -343,6 +351,11 @@ extern "C" fn hv_main() -> ! {
     scenarios_rv_x86::gpa_bit39(&mut rep, hv, "sv39x4_bit39", &L, H_39);
     sv39x4_bit40(&mut rep, &mut t);
     device_pbmt(&mut rep, &t, pbmte);
+    if adue {
+        scenarios_hw_dirty::hw_dirty_log(&mut rep, hv, &mut t, L.g_2m, L.h_2m);
+    } else {
+        println!("INFO hw_dirty_log skipped: menvcfg.ADUE did not take (no Svadu)");
+    }
 
     drop(t);
     scenarios::frames_freed(&mut rep, "the table");
@@ -433,7 +446,7 @@ fn wide_gstage<F: Format<Params = Sv39x4Params>>(
     let top = 1u64 << (bits - 1);
     let huge = g.levels[0].span();
     let mut t = ok(
-        Table::<F>::try_new_with(Sv39x4Params { vmid }),
+        Table::<F>::try_new_with(Sv39x4Params { vmid, adue: 0 }),
         "a wide table",
     );
     let hi = top | L.g_ram;

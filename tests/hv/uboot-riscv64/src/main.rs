@@ -105,7 +105,7 @@ extern "C" fn hv_main() -> ! {
         ),
         Err(e) => fail(&mut rep, "config", format_args!("{e}")),
     };
-    let mut t = match Table::<Sv39x4>::try_new_with(Sv39x4Params { vmid: 1 }) {
+    let mut t = match Table::<Sv39x4>::try_new_with(Sv39x4Params { vmid: 1, adue: 0 }) {
         Ok(t) => t,
         Err(e) => fail(&mut rep, "stage2_map", format_args!("Sv39x4 table: {e}")),
     };
