@@ -152,6 +152,26 @@
         /// Vol. 3D §A.10). With 0 they are refused as `IllegalFlags`.
         param execute_only { width = 1; }
 
+        /// The CPU's physical-address width, MAXPHYADDR (CPUID.80000008H:
+        /// EAX[7:0]; SDM Vol. 1 §3.3.1). Bits 51:MAXPHYADDR of an EPT entry
+        /// are reserved (SDM Vol. 3C §29.3.2) and setting one is an EPT
+        /// misconfiguration (§29.3.3.1), so host addresses from
+        /// 2^pa_bits on are refused. 52 (the architectural limit) by default.
+        param pa_bits { width = 7; default = 52; }
+        output_limit = pa_bits;
+
+        require pa_bits_range {
+            cite = "SDM Vol. 1 §3.3.1 and Vol. 3A §4.1.4: MAXPHYADDR is at least 36 and at most 52 on Intel 64";
+            when = pa_bits >= 36 && pa_bits <= 52;
+            reason = "pa_bits is not a MAXPHYADDR an Intel 64 CPU reports (36..=52)";
+        }
+
+        require root_below_pa_bits {
+            cite = "SDM Vol. 3C §25.6.11: EPTP bits 63:N are reserved (N = MAXPHYADDR)";
+            when = root_pa >> pa_bits == 0;
+            reason = "the EPT PML4 table lies above MAXPHYADDR (pa_bits)";
+        }
+
         /// The extended-page-table pointer, VMCS field 0x201A.
         /// EPTP bits 11:0 hold the memory type, walk length and flags: the
         /// PML4 table must be 4-KByte aligned.

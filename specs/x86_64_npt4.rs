@@ -120,6 +120,27 @@
         /// The guest's ASID (VMCB offset 0x58), which tags its nested translations.
         param asid { width = 32; }
 
+        /// The CPU's physical-address width (CPUID Fn8000_0008 EAX[7:0],
+        /// PhysAddrSize, less what memory encryption takes, AMD APM Vol. 2
+        /// §7.10.1). Bits 51:PhysAddrSize of a long-mode entry are reserved
+        /// (APM Vol. 2 §5.3.1, and §15.25.5 for the nested walk) and
+        /// setting one faults, so host addresses from 2^pa_bits on are
+        /// refused. 52 (the architectural limit) by default.
+        param pa_bits { width = 7; default = 52; }
+        output_limit = pa_bits;
+
+        require pa_bits_range {
+            cite = "AMD APM Vol. 2 §5.3.1: long mode supports physical addresses of up to 52 bits; CPUID Fn8000_0008 reports at least 32";
+            when = pa_bits >= 32 && pa_bits <= 52;
+            reason = "pa_bits is not a PhysAddrSize a CPU reports (32..=52)";
+        }
+
+        require root_below_pa_bits {
+            cite = "AMD APM Vol. 2 §15.25.4: nCR3 has the CR3 format, whose bits above PhysAddrSize are reserved";
+            when = root_pa >> pa_bits == 0;
+            reason = "the nested PML4 table lies above PhysAddrSize (pa_bits)";
+        }
+
         /// The nested page-table root, VMCB field N_CR3 (offset 0xB0).
         /// nCR3 bits 11:0 are not address bits: the PML4 table must be
         /// 4-KByte aligned.

@@ -82,6 +82,7 @@ fn npt_hw_harvest(size: usize) -> f64 {
     let params = Ept4Params {
         ad: 1,
         execute_only: 0,
+        pa_bits: 52,
     };
     let mut t = NestedTable::<Ept4, Pool>::try_new_with(params)
         .unwrap_or_else(|e| crate::fail(&e.to_string()));

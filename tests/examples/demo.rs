@@ -165,9 +165,15 @@ fn main() {
         let eptp = x86_64::Ept4::eptp(t.root_paddr(), t.params()).expect("EPTP");
         println!("EPTP (VMCS field 0x201A) = {eptp:#x}");
     });
-    show::<x86_64::Npt4>(x86_64::Npt4Params { asid: 1 }, |t| {
-        println!("nCR3 (VMCB offset 0xB0) = {:#x}", t.root_register());
-    });
+    show::<x86_64::Npt4>(
+        x86_64::Npt4Params {
+            asid: 1,
+            pa_bits: 52,
+        },
+        |t| {
+            println!("nCR3 (VMCB offset 0xB0) = {:#x}", t.root_register());
+        },
+    );
     let p = aarch64::Stage2Params {
         vmid: 1,
         ..Default::default()

@@ -341,6 +341,7 @@ fn execute_only_needs_the_param() {
     let mut t = fresh_with::<Ept4>(Ept4Params {
         ad: 0,
         execute_only: 1,
+        pa_bits: 52,
     });
     map(&mut t, 0x1000, 0x6000, SIZE_4K, x);
     map(&mut t, 0x2000, 0x7000, SIZE_4K, x | MF::UNCACHED);
@@ -373,6 +374,7 @@ fn execute_only_needs_the_param() {
     let r = Table::<Ept4>::try_new_with(Ept4Params {
         ad: 0,
         execute_only: 2,
+        pa_bits: 52,
     });
     assert!(matches!(
         r,
@@ -516,7 +518,8 @@ fn eptp_golden_values() {
             root,
             &Ept4Params {
                 ad: 0,
-                execute_only: 0
+                execute_only: 0,
+                pa_bits: 52
             }
         ),
         Ok(EPTP_ROOT)
@@ -527,7 +530,8 @@ fn eptp_golden_values() {
             root,
             &Ept4Params {
                 ad: 1,
-                execute_only: 0
+                execute_only: 0,
+                pa_bits: 52
             }
         ),
         Ok(0x8000_005e)
@@ -538,25 +542,27 @@ fn eptp_golden_values() {
             Hpa::from(0x000f_ffff_ffff_f000),
             &Ept4Params {
                 ad: 0,
-                execute_only: 0
+                execute_only: 0,
+                pa_bits: 52
             }
         ),
         Ok(0x000f_ffff_ffff_f01e)
     );
-    // 2^52 does not fit bits 51:12.
-    assert_eq!(
+    // 2^52 is beyond any MAXPHYADDR (EPTP bits 63:N are reserved).
+    assert!(matches!(
         Ept4::eptp(
             Hpa::from(1 << 52),
             &Ept4Params {
                 ad: 0,
-                execute_only: 0
+                execute_only: 0,
+                pa_bits: 52
             }
         ),
-        Err(Error::RegisterField {
-            register: "EPTP",
-            field: "pml4"
+        Err(Error::Requirement {
+            rule: "root_below_pa_bits",
+            ..
         })
-    );
+    ));
 }
 
 #[test]
@@ -568,6 +574,7 @@ fn root_register_is_the_eptp() {
     let t = Table::<Ept4>::try_new_with(Ept4Params {
         ad: 1,
         execute_only: 0,
+        pa_bits: 52,
     })
     .unwrap();
     assert_eq!(t.root_paddr(), Hpa::from(ROOT));
@@ -576,7 +583,8 @@ fn root_register_is_the_eptp() {
         t.params(),
         &Ept4Params {
             ad: 1,
-            execute_only: 0
+            execute_only: 0,
+            pa_bits: 52
         }
     );
 }
@@ -587,6 +595,7 @@ fn ad_param_out_of_range_is_refused() {
     let r = Table::<Ept4>::try_new_with(Ept4Params {
         ad: 2,
         execute_only: 0,
+        pa_bits: 52,
     });
     assert_eq!(
         r.err(),
@@ -813,7 +822,8 @@ fn eptp_refuses_a_misaligned_root() {
             Hpa::from(0x12_3800),
             &Ept4Params {
                 ad: 0,
-                execute_only: 0
+                execute_only: 0,
+                pa_bits: 52
             }
         ),
         Err(Error::Requirement {
@@ -821,4 +831,68 @@ fn eptp_refuses_a_misaligned_root() {
             ..
         })
     ));
+}
+
+/// MAXPHYADDR (`pa_bits`, CPUID.80000008H:EAX[7:0]): bits 51:MAXPHYADDR of
+/// an EPT entry are reserved (SDM Vol. 3C §29.3.2), so on a 40-bit CPU the
+/// last page below 2^40 maps (0xff_ffff_f000 | R|W 0x3 | WB 0x30 | IPAT
+/// 0x40 = 0xff_ffff_f073) and 2^40 is refused, changing nothing; an EPTP
+/// root at 2^40 is refused; a MAXPHYADDR outside 36..=52 is refused.
+#[test]
+fn pa_bits_limits_host_addresses() {
+    let p = |pa_bits| Ept4Params {
+        ad: 0,
+        execute_only: 0,
+        pa_bits,
+    };
+    let mut t = fresh_with::<Ept4>(p(40));
+    map(&mut t, 0x1000, 0xff_ffff_f000, SIZE_4K, RW);
+    assert_eq!(raw_leaf(&t, 0x1000), 0xff_ffff_f073);
+    let before = snapshot(&t);
+    let err = t
+        .map(Gpa::from(0x2000), Hpa::from(1 << 40), SIZE_4K, RW)
+        .err();
+    assert_eq!(
+        err,
+        Some(Error::HpaOutOfRange {
+            hpa: Hpa::from(1 << 40),
+            output_bits: 40
+        })
+    );
+    assert_eq!(snapshot(&t), before);
+    assert!(matches!(
+        Ept4::eptp(Hpa::from(1 << 40), &p(40)),
+        Err(Error::Requirement {
+            rule: "root_below_pa_bits",
+            ..
+        })
+    ));
+    assert_eq!(
+        Ept4::eptp(Hpa::from(0xff_ffff_f000), &p(40)),
+        Ok(0xff_ffff_f01e)
+    );
+    drop(t);
+    // 0 is no output width at all (the output-limit check refuses it).
+    reset(DEFAULT_BASE, DEFAULT_FRAMES);
+    assert!(matches!(
+        Table::<Ept4>::try_new_with(p(0)),
+        Err(Error::ParamOutOfRange { param: "pa_bits", value: 0, .. })
+    ));
+    for bad in [35, 53] {
+        reset(DEFAULT_BASE, DEFAULT_FRAMES);
+        let r = Table::<Ept4>::try_new_with(p(bad));
+        assert!(
+            matches!(
+                r,
+                Err(Error::Requirement {
+                    rule: "pa_bits_range",
+                    ..
+                })
+            ),
+            "{bad}: {r:?}"
+        );
+    }
+    reset(DEFAULT_BASE, DEFAULT_FRAMES);
+    assert!(Table::<Ept4>::try_new_with(p(36)).is_ok());
+    assert_eq!(Ept4Params::default().pa_bits, 52);
 }

@@ -18,8 +18,8 @@ use npt::size::{SIZE_1G, SIZE_2M, SIZE_4K};
 use npt::x86_64::{Npt4, Npt4Params, NptEntry};
 use npt::{Error, GenericPTE, MappingFlags as MF};
 use npt_tests::{
-    all_combinations, entry, fresh, fresh_with, gpa, hpa, leaves, map, raw_leaf, record,
-    DEFAULT_BASE, R, RW, RWX, RX,
+    all_combinations, entry, fresh, fresh_with, gpa, hpa, leaves, map, raw_leaf, record, reset,
+    snapshot, Table, DEFAULT_BASE, DEFAULT_FRAMES, R, RW, RWX, RX,
 };
 
 const ROOT: usize = DEFAULT_BASE;
@@ -132,18 +132,31 @@ fn generic_pte_values() {
 
 #[test]
 fn ncr3_is_the_root_address() {
-    let t = fresh_with::<Npt4>(Npt4Params { asid: 9 });
+    let t = fresh_with::<Npt4>(Npt4Params {
+        asid: 9,
+        pa_bits: 52,
+    });
     // PML4 at 0x8000_0000 in bits 51:12; PWT/PCD (bits 3, 4) 0.
     assert_eq!(t.root_register(), 0x8000_0000);
     assert_eq!(
-        Npt4::ncr3(hpa(0x1_2345_6000), &Npt4Params { asid: 9 }).unwrap(),
+        Npt4::ncr3(
+            hpa(0x1_2345_6000),
+            &Npt4Params {
+                asid: 9,
+                pa_bits: 52
+            }
+        )
+        .unwrap(),
         0x1_2345_6000
     );
 }
 
 #[test]
 fn flushes_are_tlb_control_requests_for_the_guests_asid() {
-    let mut t = fresh_with::<Npt4>(Npt4Params { asid: 9 });
+    let mut t = fresh_with::<Npt4>(Npt4Params {
+        asid: 9,
+        pa_bits: 52,
+    });
     map(&mut t, 0x1000, 0x5000, SIZE_4K, RW);
     map(&mut t, 0x2000, 0x6000, SIZE_4K, RW);
     let tf = t.protect(gpa(0x1000), R).unwrap();
@@ -200,10 +213,62 @@ fn geometry_limits() {
 #[test]
 fn ncr3_refuses_a_misaligned_root() {
     assert!(matches!(
-        Npt4::ncr3(hpa(0x12_3800), &Npt4Params { asid: 1 }),
+        Npt4::ncr3(
+            hpa(0x12_3800),
+            &Npt4Params {
+                asid: 1,
+                pa_bits: 52
+            }
+        ),
         Err(npt::Error::Requirement {
             rule: "root_aligned",
             ..
         })
     ));
+}
+
+/// PhysAddrSize (`pa_bits`, CPUID Fn8000_0008 EAX[7:0]): bits
+/// 51:PhysAddrSize of a long-mode entry are reserved (APM Vol. 2 §5.3.1),
+/// so on a 40-bit CPU the last page below 2^40 maps (0xff_ffff_f000 |
+/// P 0x1 | R/W 0x2 | U/S 0x4 = 0xff_ffff_f007) and 2^40 is refused,
+/// changing nothing; an nCR3 at 2^40 is refused; 31 and 53 are refused.
+#[test]
+fn pa_bits_limits_host_addresses() {
+    let p = |pa_bits| Npt4Params { asid: 1, pa_bits };
+    let mut t = fresh_with::<Npt4>(p(40));
+    t.map(gpa(0x1000), hpa(0xff_ffff_f000), SIZE_4K, RW)
+        .unwrap()
+        .ignore();
+    let before = snapshot(&t);
+    let err = t.map(gpa(0x2000), hpa(1 << 40), SIZE_4K, RW).err();
+    assert_eq!(
+        err,
+        Some(Error::HpaOutOfRange {
+            hpa: hpa(1 << 40),
+            output_bits: 40
+        })
+    );
+    assert_eq!(snapshot(&t), before);
+    assert!(matches!(
+        Npt4::ncr3(hpa(1 << 40), &p(40)),
+        Err(Error::Requirement {
+            rule: "root_below_pa_bits",
+            ..
+        })
+    ));
+    drop(t);
+    for bad in [31, 53] {
+        reset(DEFAULT_BASE, DEFAULT_FRAMES);
+        let r = Table::<Npt4>::try_new_with(p(bad));
+        assert!(
+            matches!(
+                r,
+                Err(Error::Requirement {
+                    rule: "pa_bits_range",
+                    ..
+                })
+            ),
+            "{bad}: {r:?}"
+        );
+    }
 }

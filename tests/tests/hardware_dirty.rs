@@ -25,6 +25,7 @@ fn ept_ad() -> Table<Ept4> {
     fresh_with::<Ept4>(Ept4Params {
         ad: 1,
         execute_only: 0,
+        pa_bits: 52,
     })
 }
 

@@ -178,6 +178,7 @@ pub fn ept_ad(rep: &mut Report, hv: &mut Vmx, caps: &Caps, old_eptp: u64, h_fram
         Table::<Ept4>::try_new_with(Ept4Params {
             ad: 1,
             execute_only: 0,
+            pa_bits: caps.phys_bits.into(),
         }),
         "an Ept4 table with A/D",
     );

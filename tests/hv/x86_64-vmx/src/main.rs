@@ -241,6 +241,7 @@ extern "C" fn hv_main() -> ! {
         Table::<Ept4>::try_new_with(Ept4Params {
             ad: 0,
             execute_only: caps.execute_only.into(),
+            pa_bits: caps.phys_bits.into(),
         }),
         "an Ept4 table",
     );

@@ -557,7 +557,11 @@ extern "C" fn hv_main() -> ! {
 
     let mut rep = Report::default();
     let mut t = ok(
-        Table::<Npt4>::try_new_with(Npt4Params { asid: ASID }),
+        Table::<Npt4>::try_new_with(Npt4Params {
+            asid: ASID,
+            // CPUID Fn8000_0008 EAX[7:0]: npt refuses host addresses above it.
+            pa_bits: phys_bits.into(),
+        }),
         "an Npt4 table",
     );
     let ncr3 = t.root_register();
