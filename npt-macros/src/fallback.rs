@@ -86,7 +86,11 @@ pub fn generate(tree: &SpecTree) -> TokenStream {
                 const FLUSH: ::npt::flush::FlushSpec = ::npt::__private::STUB_FLUSH;
                 type Entry = #entry_ty;
                 type Params = #params;
+                const REGISTERS: &'static [&'static str] = &[];
                 fn context(_: u64, _: &#params) -> ::core::result::Result<::npt::flush::Context, ::npt::Error> {
+                    ::core::unreachable!()
+                }
+                fn register(_: usize, _: ::npt::HostPhysAddr, _: &#params) -> ::core::result::Result<u64, ::npt::Error> {
                     ::core::unreachable!()
                 }
             }

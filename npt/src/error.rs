@@ -103,6 +103,11 @@ pub enum Error {
     /// The format's CPU sets no accessed/dirty bits, or not in tables made
     /// with these params (EPT without `ad`).
     NoHardwareDirty,
+    /// `Format::register` was asked for an index past `Format::REGISTERS`.
+    NoSuchRegister {
+        /// The index asked for.
+        index: usize,
+    },
     /// A dirty bitmap too small for the range.
     BitmapTooSmall {
         /// The pages of the range (bits the bitmap needs).
@@ -188,6 +193,9 @@ impl fmt::Display for Error {
             ),
             Error::Requirement { rule, reason } => write!(f, "refused by the format's rule `{rule}`: {reason}"),
             Error::NoDirtyLogBit => write!(f, "the format names no dirty_log_bit and cannot log"),
+            Error::NoSuchRegister { index } => {
+                write!(f, "the format declares no register number {index}")
+            }
             Error::NoHardwareDirty => write!(
                 f,
                 "the CPU sets no accessed/dirty bits in this table (the format has none, or its params do not enable them)"

@@ -481,6 +481,20 @@ pub trait Format: 'static + Send + Sync {
     /// values flush recipes refer to by name (the root register first).
     fn context(root_pa: u64, params: &Self::Params) -> Result<crate::flush::Context, Error>;
 
+    /// The registers the spec declares, in its order (`["EPTP"]`,
+    /// `["VTTBR_EL2", "VTCR_EL2"]`, `["hgatp"]`, `["nCR3"]`): what a
+    /// hypervisor generic over the format loads, by name.
+    const REGISTERS: &'static [&'static str];
+
+    /// The value of register `index` of [`REGISTERS`](Self::REGISTERS) for
+    /// a root table at `root_pa` with `params` (the spec's register builder,
+    /// with its checks); [`Error::NoSuchRegister`] past the end.
+    fn register(
+        index: usize,
+        root_pa: crate::addr::HostPhysAddr,
+        params: &Self::Params,
+    ) -> Result<u64, Error>;
+
     /// Whether the CPU sets `LAYOUT.hw_accessed` and `hw_dirty` in tables
     /// made with `params` (EPT: EPTP bit 6, the `ad` param).
     fn hardware_dirty(params: &Self::Params) -> bool {

@@ -876,7 +876,11 @@ fn pa_bits_limits_host_addresses() {
     reset(DEFAULT_BASE, DEFAULT_FRAMES);
     assert!(matches!(
         Table::<Ept4>::try_new_with(p(0)),
-        Err(Error::ParamOutOfRange { param: "pa_bits", value: 0, .. })
+        Err(Error::ParamOutOfRange {
+            param: "pa_bits",
+            value: 0,
+            ..
+        })
     ));
     for bad in [35, 53] {
         reset(DEFAULT_BASE, DEFAULT_FRAMES);

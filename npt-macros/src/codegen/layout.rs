@@ -211,6 +211,11 @@ pub fn generate(f: &Format) -> TokenStream {
             }
         }
     });
+    let reg_names: Vec<String> = f.registers.iter().map(|r| r.name.to_string()).collect();
+    let reg_arms = f.registers.iter().enumerate().map(|(i, r)| {
+        let b = super::registers::builder_name(&r.name);
+        quote!(#i => Self::#b(root_pa, params),)
+    });
     let on_map = f.flush.invalidate_on_map.value;
     let covers = f.flush.page_covers_tables.value;
     let page_limit = f.flush.page_limit.as_ref().map_or(16, |l| l.value as usize);
@@ -265,6 +270,19 @@ pub fn generate(f: &Format) -> TokenStream {
             #output_bits_fn
             #allows_fn
             #hardware_dirty_fn
+
+            const REGISTERS: &'static [&'static str] = &[#(#reg_names),*];
+
+            fn register(
+                index: usize,
+                root_pa: ::npt::HostPhysAddr,
+                params: &#params_ty,
+            ) -> ::core::result::Result<u64, ::npt::Error> {
+                match index {
+                    #(#reg_arms)*
+                    _ => ::core::result::Result::Err(::npt::Error::NoSuchRegister { index }),
+                }
+            }
 
             fn context(root_pa: u64, params: &#params_ty) -> ::core::result::Result<::npt::flush::Context, ::npt::Error> {
                 Self::__context(root_pa, params)

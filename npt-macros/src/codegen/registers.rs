@@ -39,7 +39,7 @@ pub fn slots(f: &Format) -> Vec<String> {
     out
 }
 
-fn builder_name(reg: &Ident) -> Ident {
+pub(super) fn builder_name(reg: &Ident) -> Ident {
     format_ident!("{}", reg.to_string().to_lowercase(), span = reg.span())
 }
 

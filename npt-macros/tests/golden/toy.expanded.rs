@@ -583,6 +583,21 @@ impl ::npt::Format for Toy {
     };
     type Entry = ToyEntry;
     type Params = ToyParams;
+    const REGISTERS: &'static [&'static str] = &["ROOT"];
+    fn register(
+        index: usize,
+        root_pa: ::npt::HostPhysAddr,
+        params: &ToyParams,
+    ) -> ::core::result::Result<u64, ::npt::Error> {
+        match index {
+            0usize => Self::root(root_pa, params),
+            _ => {
+                ::core::result::Result::Err(::npt::Error::NoSuchRegister {
+                    index,
+                })
+            }
+        }
+    }
     fn context(
         root_pa: u64,
         params: &ToyParams,

@@ -233,6 +233,18 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         self.ctx[0]
     }
 
+    /// Every register the format's spec declares (`F::REGISTERS`) with its
+    /// value for this table: generic hypervisor code loads them by name
+    /// (EPTP; VTTBR_EL2 and VTCR_EL2; hgatp; nCR3) without a function per
+    /// format.
+    pub fn registers(&self) -> impl Iterator<Item = (&'static str, Result<u64, Error>)> + '_ {
+        let root = self.root_paddr();
+        F::REGISTERS
+            .iter()
+            .enumerate()
+            .map(move |(i, name)| (*name, F::register(i, root, &self.params)))
+    }
+
     /// A batch that invalidates everything cached for this table's context
     /// (EPTP, VMID, ASID): before reusing the VMID for another table, or
     /// before dropping a table hardware has walked (drop frees every frame).
