@@ -37,6 +37,30 @@
             level PT { number = 1; index = 20:12; leaf = 4K; }
         }
 
+        /// Intel EPT with a 5-level walk (page-walk length 5, EPTP bits
+        /// 5:3 = 4): 57-bit guest-physical addresses, bits 56:48 selecting
+        /// the EPT PML5 entry. Use it only where IA32_VMX_EPT_VPID_CAP bit 7
+        /// (page-walk length of 5 supported) is set (SDM Vol. 3D §A.10).
+        variant Ept5 {
+            cite = "SDM Vol. 3C §29.3.2: with a page-walk length of 5, bits 56:48 select the EPT PML5 entry; §25.6.11, EPTP bits 5:3";
+            geometry {
+                granule = 4K;
+                input_bits = 57;
+                output_bits = 52;
+                root { tables = 1; align = 4K; }
+                /// EPT PML5 table (its entries are formatted as PML4 entries).
+                level PML5 { number = 5; index = 56:48; }
+                /// EPT PML4 table.
+                level PML4 { number = 4; index = 47:39; }
+                /// EPT page-directory-pointer table; 1-GByte pages.
+                level PDPT { number = 3; index = 38:30; leaf = 1G; }
+                /// EPT page directory; 2-MByte pages.
+                level PD { number = 2; index = 29:21; leaf = 2M; }
+                /// EPT page table; 4-KByte pages.
+                level PT { number = 1; index = 20:12; leaf = 4K; }
+            }
+        }
+
         /// Read access (bit 0).
         bit R = 0;
         /// Write access (bit 1).

@@ -47,6 +47,30 @@
             level PT { number = 1; index = 20:12; leaf = 4K; }
         }
 
+        /// AMD nested paging with a 5-level walk: the nested walk uses the
+        /// host's paging mode at VMRUN, so this is the format when the host
+        /// runs with CR4.LA57 = 1 (57-bit guest-physical addresses, bits
+        /// 56:48 selecting the PML5 entry; CPUID Fn0000_0007 ECX[16] LA57).
+        variant Npt5 {
+            cite = "AMD APM Vol. 2 §5.3.2 (5-level paging: PML5 indexed by bits 56:48) and §15.25.5 (the nested walk takes the host's paging mode)";
+            geometry {
+                granule = 4K;
+                input_bits = 57;
+                output_bits = 52;
+                root { tables = 1; align = 4K; }
+                /// Page-map level-5 table.
+                level PML5 { number = 5; index = 56:48; }
+                /// Page-map level-4 table.
+                level PML4 { number = 4; index = 47:39; }
+                /// Page-directory-pointer table; 1-GByte pages.
+                level PDP { number = 3; index = 38:30; leaf = 1G; }
+                /// Page directory; 2-MByte pages.
+                level PD { number = 2; index = 29:21; leaf = 2M; }
+                /// Page table; 4-KByte pages.
+                level PT { number = 1; index = 20:12; leaf = 4K; }
+            }
+        }
+
         /// Present.
         bit P = 0;
         /// Read/write: writes allowed when 1.
