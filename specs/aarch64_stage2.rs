@@ -126,6 +126,59 @@
             }
         }
 
+        /// Arm stage 2, 16 KiB granule, 40-bit IPA: the initial lookup is
+        /// at level 2 over 16 concatenated level-2 tables (32768 entries,
+        /// 256 KiB, 256 KiB aligned, indexed by IA[39:25]); VTCR_EL2.TG0 =
+        /// 0b10, T0SZ = 24, SL0 = 0b01 (Linux KVM's layout for this IPA
+        /// size). Leaves of 16 KiB and 32 MiB (no level-1 block without
+        /// FEAT_LPA2). Needs ID_AA64MMFR0_EL1.TGran16_2 (or TGran16) to
+        /// report the granule for stage 2.
+        variant Stage2Ipa40G16 {
+            cite = "Arm ARM D8.2: 16KB granule, level 2 resolves IA[35:25] (concatenated tables for IA[39:36]), level 3 IA[24:14]";
+            entry = Stage2Descriptor16K;
+            geometry {
+                granule = 16K;
+                input_bits = 40;
+                output_bits = 48;
+                root { tables = 16; align = 256K; }
+                /// Level 2 over 16 concatenated tables: a block maps 32 MiB.
+                level L2 { number = 2; index = 39:25; leaf = 32M; }
+                /// Level 3: a page maps 16 KiB.
+                level L3 { number = 3; index = 24:14; leaf = 16K; }
+            }
+            output_address {
+                // 16KB granule, 48-bit OA: OA[47:14] in bits 47:14 (D8.3).
+                bits = 47:14;
+                pa_low_bit = 14;
+            }
+        }
+
+        /// Arm stage 2, 64 KiB granule, 42-bit IPA: two levels starting at
+        /// level 2 (one 8192-entry table, 64 KiB); VTCR_EL2.TG0 = 0b01,
+        /// T0SZ = 22, SL0 = 0b01. Leaves of 64 KiB and 512 MiB (no level-1
+        /// block without FEAT_LPA). Needs ID_AA64MMFR0_EL1.TGran64_2 (or
+        /// TGran64) to report the granule for stage 2.
+        variant Stage2Ipa42G64 {
+            cite = "Arm ARM D8.2: 64KB granule, level 2 resolves IA[41:29], level 3 IA[28:16]";
+            entry = Stage2Descriptor64K;
+            geometry {
+                granule = 64K;
+                input_bits = 42;
+                output_bits = 48;
+                root { tables = 1; align = 64K; }
+                /// Level 2: a block maps 512 MiB.
+                level L2 { number = 2; index = 41:29; leaf = 512M; }
+                /// Level 3: a page maps 64 KiB.
+                level L3 { number = 3; index = 28:16; leaf = 64K; }
+            }
+            output_address {
+                // 64KB granule, 48-bit OA: OA[47:16] in bits 47:16 (D8.3;
+                // bits 15:12 hold OA[51:48] only with FEAT_LPA).
+                bits = 47:16;
+                pa_low_bit = 16;
+            }
+        }
+
         /// Valid (bit 0).
         bit VALID = 0;
         /// Descriptor type (bit 1): 1 = table at levels 0-2 and page at level
@@ -302,20 +355,20 @@
             when = match pa_bits { 32 => 1, 36 => 1, 40 => 1, 42 => 1, 44 => 1, 48 => 1, 52 => 1 };
             reason = "pa_bits is not a physical address size ID_AA64MMFR0_EL1.PARange reports (32, 36, 40, 42, 44, 48 or 52)";
         }
-        /// The initial lookup level must fit the IPA size: the levels below
-        /// it resolve 9 bits each above the 12-bit page offset, and the
-        /// initial level resolves at least 1 bit and at most 9 + 4 (a
+        /// The initial lookup level must fit the IPA size: each level
+        /// below it resolves granule_shift - 3 bits (9 for 4KB, 11 for
+        /// 16KB, 13 for 64KB) above the page offset, and the initial level
+        /// resolves at least 1 bit and at most granule_shift - 3 + 4 (a
         /// full table, or up to 16 concatenated tables). With the 4KB
-        /// granule: a level-0 start takes IA sizes 3 * 9 + 12 + 1 = 40 to
-        /// 40 + 8 + 4 = 52 bits, level 1 31 to 43, level 2 22 to 34. A
+        /// granule a level-0 start takes IA sizes 3 * 9 + 12 + 1 = 40 to
+        /// 27 + 12 + 9 + 4 = 52 bits, level 1 31 to 43, level 2 22 to 34;
+        /// with 16KB a level-2 start 26 to 40; with 64KB 30 to 46. A
         /// geometry outside that fails to compile (this rule never holds).
         require initial_lookup {
             cite = "Arm ARM D8.2, concatenated translation tables for the initial lookup, and the pseudocode AArch64.S2InconsistentSL";
-            when = root_tables <= 16 && match start_level {
-                0 => input_bits >= 40 && input_bits <= 52,
-                1 => input_bits >= 31 && input_bits <= 43,
-                2 => input_bits >= 22 && input_bits <= 34
-            };
+            when = root_tables <= 16
+                && input_bits >= (3 - start_level) * (granule_shift - 3) + granule_shift + 1
+                && input_bits <= (4 - start_level) * (granule_shift - 3) + granule_shift + 4;
             reason = "the IPA size and the initial lookup level are inconsistent (AArch64.S2InconsistentSL)";
         }
         /// VTCR_EL2.SL0 = 0b10 (a level-0 start with the 4KB granule) is
@@ -354,16 +407,26 @@
             cite = "Arm ARM D23.2, VTCR_EL2";
             /// T0SZ: the IPA is 64 - T0SZ bits.
             field t0sz { bits = 5:0; value = 64 - input_bits; }
-            /// SL0 with TG0 = 4KB: 0b00 starts at level 2, 0b01 at level 1, 0b10 at level 0.
-            field sl0 { bits = 7:6; value = match start_level { 0 => 2, 1 => 1, 2 => 0 }; }
+            /// SL0, the initial lookup level, encoded per granule: with
+            /// TG0 = 4KB 0b00 starts at level 2, 0b01 at level 1, 0b10 at
+            /// level 0; with 16KB and 64KB 0b00 starts at level 3, 0b01 at
+            /// level 2, 0b10 at level 1 (and, 16KB only, 0b11 at level 0).
+            field sl0 {
+                bits = 7:6;
+                value = match granule {
+                    4K => match start_level { 0 => 2, 1 => 1, 2 => 0 },
+                    16K => match start_level { 0 => 3, 1 => 2, 2 => 1, 3 => 0 },
+                    64K => match start_level { 1 => 2, 2 => 1, 3 => 0 }
+                };
+            }
             /// IRGN0: Normal, inner Write-Back Read-Allocate Write-Allocate walks.
             field irgn0 { bits = 9:8; value = 1; }
             /// ORGN0: Normal, outer Write-Back Read-Allocate Write-Allocate walks.
             field orgn0 { bits = 11:10; value = 1; }
             /// SH0: Inner Shareable walks.
             field sh0 { bits = 13:12; value = 3; }
-            /// TG0: 4KB granule.
-            field tg0 { bits = 15:14; value = 0; }
+            /// TG0, the granule: 0b00 4KB, 0b01 64KB, 0b10 16KB.
+            field tg0 { bits = 15:14; value = match granule { 4K => 0, 64K => 1, 16K => 2 }; }
             /// PS: the output (physical address) size, from `pa_bits`.
             field ps { bits = 18:16; value = match pa_bits { 32 => 0, 36 => 1, 40 => 2, 42 => 3, 44 => 4, 48 => 5, 52 => 5 }; }
             /// Bit 31 is RES1.

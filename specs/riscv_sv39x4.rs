@@ -84,7 +84,7 @@
                 root { tables = 4; align = 16K; }
                 /// Level 4 (root, 2048 entries over 16 KiB): a leaf is a
                 /// 256 TiB petapage (262144 GiB).
-                level L4 { number = 4; index = 58:48; leaf = 262144G; }
+                level L4 { number = 4; index = 58:48; leaf = 256T; }
                 /// Level 3: a leaf is a 512 GiB terapage.
                 level L3 { number = 3; index = 47:39; leaf = 512G; }
                 /// Level 2: a leaf is a 1 GiB gigapage.

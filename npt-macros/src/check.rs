@@ -10,12 +10,60 @@ use proc_macro2::Span;
 use std::collections::HashMap;
 
 pub fn run(f: &Format, errs: &mut Errors) {
+    let before = errs.count();
     check_format(f, errs);
+    let base_clean = errs.count() == before;
+    check_variant_entries(f, errs);
     for v in &f.variants {
         let vf = f.variant(v);
-        check_geometry(&vf, errs);
-        check_registers(&vf, errs);
-        check_requires_of(&vf, Some(&v.name), errs);
+        if base_clean {
+            // Every rule again, on the base with the variant's parts in:
+            // only what the variant changed can fail now.
+            check_format_of(&vf, Some(&v.name), errs);
+        } else {
+            check_geometry(&vf, errs);
+            check_registers(&vf, errs);
+            check_requires_of(&vf, Some(&v.name), errs);
+        }
+    }
+}
+
+/// A variant that changes how an entry encodes or decodes (its output
+/// address, descriptors or permissions) names an entry type of its own:
+/// the base's type would read and build its entries by the base's rules
+/// (its `output_address()`, its `GenericPTE`). Entry type names are unique.
+fn check_variant_entries(f: &Format, errs: &mut Errors) {
+    let mut seen: Vec<&syn::Ident> = vec![&f.entry];
+    for v in &f.variants {
+        let changes = [
+            ("output_address", v.address.is_some()),
+            ("descriptors", v.descriptors.is_some()),
+            ("permissions", v.permissions.is_some()),
+        ];
+        match &v.entry {
+            None => {
+                if let Some((what, _)) = changes.iter().find(|(_, c)| *c) {
+                    errs.error(
+                        v.name.span(),
+                        format!(
+                            "variant `{}` changes how its entries encode (`{what}`), so they need a type of their own: add `entry = {}Entry;` to the variant",
+                            v.name, v.name
+                        ),
+                    );
+                }
+            }
+            Some(e) => {
+                if let Some(first) = seen.iter().find(|x| **x == e) {
+                    errs.conflict(
+                        e.span(),
+                        format!("entry type `{e}` is already another format's; give the variant its own name"),
+                        first.span(),
+                        "first named here",
+                    );
+                }
+                seen.push(e);
+            }
+        }
     }
 }
 
@@ -23,12 +71,18 @@ fn check_geometry(f: &Format, errs: &mut Errors) {
     check_granule(f, errs);
     check_levels(f, errs);
     check_root_table(f, errs);
-    check_output_address(f, errs);
+    check_output_address(f, None, errs);
     check_block_kind(f, errs);
     check_legal_combos_are_leaves(f, errs);
 }
 
 fn check_format(f: &Format, errs: &mut Errors) {
+    check_format_of(f, None, errs);
+}
+
+/// Every rule; `variant` names the variant `f` is, for the messages of
+/// rules written once in the base (`require`).
+fn check_format_of(f: &Format, variant: Option<&syn::Ident>, errs: &mut Errors) {
     check_bit_ranges(f, errs);
     check_entry_overlaps(f, errs);
     check_unique_names(f, errs);
@@ -36,7 +90,7 @@ fn check_format(f: &Format, errs: &mut Errors) {
     check_granule(f, errs);
     check_levels(f, errs);
     check_root_table(f, errs);
-    check_output_address(f, errs);
+    check_output_address(f, variant, errs);
     check_descriptor_names(f, errs);
     check_block_kind(f, errs);
     check_mapping_coverage(f, errs);
@@ -48,7 +102,7 @@ fn check_format(f: &Format, errs: &mut Errors) {
     check_flush(f, errs);
     check_dirty_log_bit(f, errs);
     check_hardware_dirty(f, errs);
-    check_requires(f, errs);
+    check_requires_of(f, variant, errs);
 }
 
 fn range_ok(r: &BitRange, limit: u32, what: &str, errs: &mut Errors) -> bool {
@@ -333,7 +387,7 @@ fn check_root_table(f: &Format, errs: &mut Errors) {
 
 /// The output-address field can hold every address of the output width, and
 /// its lowest bit stands for the granule's page offset.
-fn check_output_address(f: &Format, errs: &mut Errors) {
+fn check_output_address(f: &Format, variant: Option<&syn::Ident>, errs: &mut Errors) {
     let a = &f.address;
     if a.bits.lo > a.bits.hi {
         return;
@@ -342,12 +396,37 @@ fn check_output_address(f: &Format, errs: &mut Errors) {
         return;
     };
     if a.pa_low_bit.value != shift as u64 {
-        errs.error(a.pa_low_bit.span, format!("the output address field's lowest bit holds PA bit {shift} (the granule's page offset)"));
+        let msg = format!("the output address field's lowest bit holds PA bit {shift} (the granule's page offset)");
+        match variant {
+            Some(v) => errs.conflict(
+                a.pa_low_bit.span,
+                format!("{msg} in variant `{v}`, whose granule differs from the base's: give the variant its own `output_address {{ ... pa_low_bit = {shift}; }}` (and `entry`)"),
+                v.span(),
+                format!("variant `{v}` declared here"),
+            ),
+            None => errs.error(a.pa_low_bit.span, msg),
+        }
     }
     let top = a.pa_low_bit.value + a.bits.width() as u64;
     let ob = f.geometry.output_bits;
     if ob.value > top {
         errs.error(ob.span, format!("output_bits = {} but the output address field (bits {}:{}) holds PA bits {}:{} only", ob.value, a.bits.hi, a.bits.lo, top - 1, a.pa_low_bit.value));
+    } else if top > ob.value && ob.value > a.pa_low_bit.value {
+        // A field wider than the output would accept addresses the
+        // hardware does not have (or bits it reserves).
+        let hi = a.bits.lo as u64 + (ob.value - a.pa_low_bit.value) - 1;
+        errs.error(
+            a.bits.span,
+            format!(
+                "the output address field (bits {}:{}) holds PA bits {}:{}, wider than output_bits = {}; write `bits = {hi}:{};`",
+                a.bits.hi,
+                a.bits.lo,
+                top - 1,
+                a.pa_low_bit.value,
+                ob.value,
+                a.bits.lo
+            ),
+        );
     }
     if ob.value > 64 || ob.value <= shift as u64 {
         errs.error(
@@ -1110,10 +1189,6 @@ fn check_hardware_dirty(f: &Format, errs: &mut Errors) {
 
 /// A `require` whose condition the geometry alone decides must hold:
 /// one that can never hold would refuse every table of the format.
-fn check_requires(f: &Format, errs: &mut Errors) {
-    check_requires_of(f, None, errs);
-}
-
 /// The same for a variant's geometry, pointing at the variant too (the
 /// rule's condition is written once, in the base format).
 fn check_requires_of(f: &Format, variant: Option<&syn::Ident>, errs: &mut Errors) {

@@ -30,6 +30,11 @@ impl Errors {
         self.errors.push(err);
     }
 
+    /// How many errors were recorded so far.
+    pub fn count(&self) -> usize {
+        self.errors.len()
+    }
+
     /// Records an already-built error.
     pub fn push(&mut self, err: syn::Error) {
         self.errors.push(err);

@@ -1,4 +1,5 @@
 //! Register-value expressions: `64 - input_bits`, `root_pa >> 12`,
+//! `(3 - start_level) * (granule_shift - 3)`,
 //! `match start_level { 0 => 2, 1 => 1 }`.
 //!
 //! Parts that depend only on the geometry are folded here, at compile time,
@@ -16,6 +17,7 @@ use syn::Ident;
 pub enum BinOp {
     Add,
     Sub,
+    Mul,
     Shl,
     Shr,
     And,
@@ -62,10 +64,10 @@ impl Expr {
             syn::Expr::Lit(syn::ExprLit {
                 lit: syn::Lit::Int(i),
                 ..
-            }) => match i.base10_parse::<u64>() {
+            }) => match crate::model::sized_int(i) {
                 Ok(v) => Some(Expr::Lit(v, i.span())),
-                Err(err) => {
-                    errs.push(err);
+                Err(msg) => {
+                    errs.error(i.span(), msg);
                     None
                 }
             },
@@ -77,6 +79,7 @@ impl Expr {
                 let op = match b.op {
                     syn::BinOp::Add(_) => BinOp::Add,
                     syn::BinOp::Sub(_) => BinOp::Sub,
+                    syn::BinOp::Mul(_) => BinOp::Mul,
                     syn::BinOp::Shl(_) => BinOp::Shl,
                     syn::BinOp::Shr(_) => BinOp::Shr,
                     syn::BinOp::BitAnd(_) => BinOp::And,
@@ -92,7 +95,7 @@ impl Expr {
                     _ => {
                         errs.error(
                             b.op.span(),
-                            "expressions may use only + - << >> & | && || < <= > >= == !=",
+                            "expressions may use only + - * << >> & | && || < <= > >= == !=",
                         );
                         return None;
                     }
@@ -109,7 +112,7 @@ impl Expr {
                         syn::Pat::Lit(syn::PatLit {
                             lit: syn::Lit::Int(i),
                             ..
-                        }) => i.base10_parse::<u64>().ok(),
+                        }) => crate::model::sized_int(i).ok(),
                         _ => None,
                     };
                     let Some(key) = key else {
@@ -128,7 +131,7 @@ impl Expr {
             other => {
                 errs.error(
                     other.span(),
-                    "a register value is an integer, a quantity (levels, input_bits, output_bits, start_level, granule_shift, root_pa, or a param), an arithmetic expression, or a `match` on one",
+                    "a register value is an integer (with an optional K, M, G or T suffix), a quantity (levels, input_bits, output_bits, start_level, granule, granule_shift, root_tables, root_align, root_pa, or a param), an arithmetic expression (+ - * << >> & |, comparisons, && ||), or a `match` on one",
                 );
                 None
             }
@@ -176,6 +179,7 @@ impl Expr {
                         let v = match op {
                             BinOp::Add => a.checked_add(b),
                             BinOp::Sub => a.checked_sub(b),
+                            BinOp::Mul => a.checked_mul(b),
                             BinOp::Shl => u32::try_from(b).ok().and_then(|b| a.checked_shl(b)),
                             BinOp::Shr => u32::try_from(b).ok().and_then(|b| a.checked_shr(b)),
                             BinOp::And => Some(a & b),
@@ -203,6 +207,7 @@ impl Expr {
                         let body = match op {
                             BinOp::Add => quote!(a.checked_add(b)),
                             BinOp::Sub => quote!(a.checked_sub(b)),
+                            BinOp::Mul => quote!(a.checked_mul(b)),
                             BinOp::Shl => {
                                 quote!(u32::try_from(b).ok().and_then(|b| a.checked_shl(b)))
                             }

@@ -73,24 +73,79 @@ pub struct Format {
     pub variants: Vec<FormatVariant>,
 }
 
-/// `variant Name { cite = ..; geometry { .. } }`: a format with the same
-/// descriptors, permissions, registers and recipes, and its own geometry.
+/// `variant Name { cite = ..; geometry { .. } ... }`: another format that
+/// shares the base format's bits, fields and params (so its flags, enum
+/// and params types) and overrides any other part: the geometry, the
+/// output address, the descriptors, the permissions, registers and
+/// `require` rules by name (a new name adds one), the flush recipes, the
+/// output limit, the dirty-logging bits. A variant that changes how an
+/// entry decodes (output address, descriptors) names its own `entry`
+/// type.
 #[derive(Clone)]
 pub struct FormatVariant {
     pub name: Ident,
     pub docs: Vec<String>,
     pub cite: LitStr,
-    pub geometry: Geometry,
+    pub entry: Option<Ident>,
+    pub geometry: Option<Geometry>,
+    pub address: Option<OutputAddress>,
+    pub descriptors: Option<Descriptors>,
+    pub permissions: Option<Permissions>,
+    pub registers: Vec<Register>,
+    pub requires: Vec<Require>,
+    pub flush: Option<Flush>,
+    pub output_limit: Option<Ident>,
+    pub dirty_log_bit: Option<Ident>,
+    pub hardware_dirty: Option<HardwareDirty>,
 }
 
 impl Format {
-    /// The format a variant describes, as a whole format of its own.
+    /// The format a variant describes, as a whole format of its own: the
+    /// base with the variant's parts put in.
     pub fn variant(&self, v: &FormatVariant) -> Format {
         let mut f = self.clone();
         f.name = v.name.clone();
         f.docs = v.docs.clone();
         f.cite = v.cite.clone();
-        f.geometry = v.geometry.clone();
+        if let Some(e) = &v.entry {
+            f.entry = e.clone();
+        }
+        if let Some(g) = &v.geometry {
+            f.geometry = g.clone();
+        }
+        if let Some(a) = &v.address {
+            f.address = a.clone();
+        }
+        if let Some(d) = &v.descriptors {
+            f.descriptors = d.clone();
+        }
+        if let Some(p) = &v.permissions {
+            f.permissions = p.clone();
+        }
+        for r in &v.registers {
+            match f.registers.iter_mut().find(|x| x.name == r.name) {
+                Some(x) => *x = r.clone(),
+                None => f.registers.push(r.clone()),
+            }
+        }
+        for q in &v.requires {
+            match f.requires.iter_mut().find(|x| x.name == q.name) {
+                Some(x) => *x = q.clone(),
+                None => f.requires.push(q.clone()),
+            }
+        }
+        if let Some(fl) = &v.flush {
+            f.flush = fl.clone();
+        }
+        if v.output_limit.is_some() {
+            f.output_limit = v.output_limit.clone();
+        }
+        if v.dirty_log_bit.is_some() {
+            f.dirty_log_bit = v.dirty_log_bit.clone();
+        }
+        if v.hardware_dirty.is_some() {
+            f.hardware_dirty = v.hardware_dirty.clone();
+        }
         f.variants = Vec::new();
         f
     }
@@ -557,7 +612,7 @@ fn first_span(v: &TokenStream) -> Span {
         .unwrap_or_else(Span::call_site)
 }
 
-/// An integer, with optional `K`, `M` or `G` suffix (binary multiples).
+/// An integer, with optional `K`, `M`, `G` or `T` suffix (binary multiples).
 fn int_value(node: &Node, errs: &mut Errors) -> Option<Spanned<u64>> {
     let v = value_of(node, errs, "an integer")?;
     let span = first_span(v);
@@ -588,8 +643,15 @@ fn parse_int(lit: &proc_macro2::Literal) -> Result<u64, String> {
     let syn::Lit::Int(lit) = syn::Lit::new(lit.clone()) else {
         return Err("expected an integer literal".to_string());
     };
-    let digits = lit.base10_digits();
-    let base: u64 = digits
+    sized_int(&lit)
+}
+
+/// An integer literal's value with its size suffix applied (`16K` is
+/// 16384): K, M, G and T are powers of 1024. Expressions use it too, so
+/// `match granule { 16K => .. }` means what it says.
+pub fn sized_int(lit: &syn::LitInt) -> Result<u64, String> {
+    let base: u64 = lit
+        .base10_digits()
         .parse()
         .map_err(|_| "expected an integer literal".to_string())?;
     let mult: u64 = match lit.suffix() {
@@ -597,9 +659,10 @@ fn parse_int(lit: &proc_macro2::Literal) -> Result<u64, String> {
         "K" => 1 << 10,
         "M" => 1 << 20,
         "G" => 1 << 30,
+        "T" => 1 << 40,
         s => {
             return Err(format!(
-                "unknown size suffix `{s}`; use K, M or G (powers of 1024)"
+                "unknown size suffix `{s}`; use K, M, G or T (powers of 1024)"
             ))
         }
     };
@@ -998,17 +1061,90 @@ fn variant(node: &Node, errs: &mut Errors) -> Option<FormatVariant> {
     let cite = b
         .required("cite", "cite = \"<manual, section>\";", errs)
         .and_then(|n| str_value(n, errs));
-    let geometry = b
-        .required("geometry", "geometry { ... }", errs)
-        .and_then(|n| geometry(n, errs));
-    b.finish(&["cite", "geometry"], errs);
+    // The parts that define the shared types cannot change.
+    for key in [
+        "bit",
+        "field",
+        "param",
+        "params_type",
+        "flags",
+        "arch",
+        "variant",
+    ] {
+        for n in b.all(key) {
+            errs.error(
+                n.span(),
+                format!(
+                    "a variant cannot declare `{key}`: it shares the base format's bits, fields and params (one flags type, one params type, one set of field enums) and its architecture; put it in the base format, or write a spec file of its own"
+                ),
+            );
+        }
+    }
+    let entry = b.one("entry", errs).and_then(|n| ident_value(n, errs));
+    let geometry = b.one("geometry", errs).and_then(|n| geometry(n, errs));
+    let address = b
+        .one("output_address", errs)
+        .and_then(|n| output_address(n, errs));
+    let descriptors = b
+        .one("descriptors", errs)
+        .and_then(|n| descriptors(n, errs));
+    let permissions = b
+        .one("permissions", errs)
+        .and_then(|n| permissions(n, errs));
+    let registers = b
+        .all("register")
+        .into_iter()
+        .filter_map(|n| register(n, errs))
+        .collect();
+    let requires = b
+        .all("require")
+        .into_iter()
+        .filter_map(|n| require(n, errs))
+        .collect();
+    let flush = b.one("flush", errs).and_then(|n| flush(n, errs));
+    let output_limit = b
+        .one("output_limit", errs)
+        .and_then(|n| ident_value(n, errs));
+    let dirty_log_bit = b
+        .one("dirty_log_bit", errs)
+        .and_then(|n| ident_value(n, errs));
+    let hardware_dirty = b
+        .one("hardware_dirty", errs)
+        .and_then(|n| hardware_dirty(n, errs));
+    b.finish(VARIANT_KEYS, errs);
     Some(FormatVariant {
         name: name?,
         docs: node.docs.clone(),
         cite: cite?,
-        geometry: geometry?,
+        entry,
+        geometry,
+        address,
+        descriptors,
+        permissions,
+        registers,
+        requires,
+        flush,
+        output_limit,
+        dirty_log_bit,
+        hardware_dirty,
     })
 }
+
+/// What a `variant` may override.
+const VARIANT_KEYS: &[&str] = &[
+    "cite",
+    "entry",
+    "geometry",
+    "output_address",
+    "descriptors",
+    "permissions",
+    "register",
+    "require",
+    "flush",
+    "output_limit",
+    "dirty_log_bit",
+    "hardware_dirty",
+];
 
 fn arch_value(node: &Node, errs: &mut Errors) -> Option<Spanned<Arch>> {
     let v = value_of(node, errs, "x86_64")?;

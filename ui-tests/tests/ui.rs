@@ -19,6 +19,7 @@ fn ui() {
         "registers",
         "dirty",
         "require",
+        "variants",
     ] {
         t.compile_fail(format!("tests/ui/{category}/*.rs"));
     }

@@ -14,6 +14,7 @@ use quote::quote;
 /// All items for one format.
 pub fn generate(f: &Format) -> TokenStream {
     let types = types::generate(f);
+    let entry = types::entry_type(f);
     let pte = compat::generic_pte(f);
     let instances = std::iter::once(f.clone()).chain(f.variants.iter().map(|v| f.variant(v)));
     let per_format = instances.map(|inst| {
@@ -21,10 +22,17 @@ pub fn generate(f: &Format) -> TokenStream {
         let registers = registers::generate(&inst);
         let layout = layout::generate(&inst);
         let meta = compat::paging_metadata(&inst);
-        quote!(#marker #registers #layout #meta)
+        // A variant with an encoding of its own has its own entry type.
+        let own_entry = (inst.name != f.name && inst.entry != f.entry).then(|| {
+            let e = types::entry_type(&inst);
+            let p = compat::generic_pte(&inst);
+            quote!(#e #p)
+        });
+        quote!(#marker #registers #layout #meta #own_entry)
     });
     quote! {
         #types
+        #entry
         #pte
         #(#per_format)*
     }

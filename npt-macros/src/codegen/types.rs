@@ -175,50 +175,6 @@ pub fn generate(f: &Format) -> TokenStream {
         }
     });
 
-    let accessors = f.fields.iter().map(|fd| {
-        let get = &fd.name;
-        let set = format_ident!("set_{}", fd.name);
-        let ty = &fd.ty;
-        let lo = fd.bits.lo;
-        let mask = hex(fd.bits.mask());
-        let d = docs(&fd.docs);
-        let raw_get = format_ident!("{}_bits", fd.name);
-        quote! {
-            #d
-            #[doc = ""]
-            #[doc = "`None` when the field holds a reserved encoding."]
-            pub const fn #get(self) -> ::core::option::Option<#ty> {
-                #ty::from_bits((self.0 & #mask) >> #lo)
-            }
-            /// The field's raw bits.
-            pub const fn #raw_get(self) -> u64 {
-                (self.0 & #mask) >> #lo
-            }
-            /// Sets the field.
-            pub fn #set(&mut self, value: #ty) {
-                self.0 = (self.0 & !#mask) | ((value as u64) << #lo);
-            }
-        }
-    });
-
-    let debug_fields = f.fields.iter().map(|fd| {
-        let get = &fd.name;
-        let raw_get = format_ident!("{}_bits", fd.name);
-        let label = fd.name.to_string();
-        quote! {
-            match self.#get() {
-                ::core::option::Option::Some(v) => { s.field(#label, &v); }
-                ::core::option::Option::None => { s.field(#label, &::core::format_args!("reserved({:#x})", self.#raw_get())); }
-            }
-        }
-    });
-    let amask = hex(f.address.bits.mask());
-    let alo = f.address.bits.lo;
-    let pa_low = f.address.pa_low_bit.value as u32;
-    let mut entry_doc = format!("A descriptor of the [`{name}`] format: a 64-bit word with typed accessors. `Debug` decodes it into its fields.");
-    if let Some(c) = &f.descriptors.cite {
-        entry_doc.push_str(&format!("\n\n{}.", c.value()));
-    }
     let flags_doc = format!("The single-bit flags of a [`{entry}`].");
     let params_ty = &f.params_ty;
     let param_fields = f.params.iter().map(|p| {
@@ -265,7 +221,62 @@ pub fn generate(f: &Format) -> TokenStream {
                 Self { #(#param_defaults)* }
             }
         }
+    }
+}
 
+/// The entry type of `f` (`f.entry`): its accessors, conversions and
+/// `Debug`, over the shared flags type and field enums. A variant with an
+/// encoding of its own gets one too.
+pub fn entry_type(f: &Format) -> TokenStream {
+    let name = &f.name;
+    let entry = &f.entry;
+    let flags_ty = &f.flags_ty;
+    let accessors = f.fields.iter().map(|fd| {
+        let get = &fd.name;
+        let set = format_ident!("set_{}", fd.name);
+        let ty = &fd.ty;
+        let lo = fd.bits.lo;
+        let mask = hex(fd.bits.mask());
+        let d = docs(&fd.docs);
+        let raw_get = format_ident!("{}_bits", fd.name);
+        quote! {
+            #d
+            #[doc = ""]
+            #[doc = "`None` when the field holds a reserved encoding."]
+            pub const fn #get(self) -> ::core::option::Option<#ty> {
+                #ty::from_bits((self.0 & #mask) >> #lo)
+            }
+            /// The field's raw bits.
+            pub const fn #raw_get(self) -> u64 {
+                (self.0 & #mask) >> #lo
+            }
+            /// Sets the field.
+            pub fn #set(&mut self, value: #ty) {
+                self.0 = (self.0 & !#mask) | ((value as u64) << #lo);
+            }
+        }
+    });
+
+    let debug_fields = f.fields.iter().map(|fd| {
+        let get = &fd.name;
+        let raw_get = format_ident!("{}_bits", fd.name);
+        let label = fd.name.to_string();
+        quote! {
+            match self.#get() {
+                ::core::option::Option::Some(v) => { s.field(#label, &v); }
+                ::core::option::Option::None => { s.field(#label, &::core::format_args!("reserved({:#x})", self.#raw_get())); }
+            }
+        }
+    });
+    let amask = hex(f.address.bits.mask());
+    let alo = f.address.bits.lo;
+    let pa_low = f.address.pa_low_bit.value as u32;
+    let mut entry_doc = format!("A descriptor of the [`{name}`] format: a 64-bit word with typed accessors. `Debug` decodes it into its fields.");
+    if let Some(c) = &f.descriptors.cite {
+        entry_doc.push_str(&format!("\n\n{}.", c.value()));
+    }
+
+    quote! {
         #[doc = #entry_doc]
         #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
         #[repr(transparent)]
