@@ -10,8 +10,9 @@ use core::cell::UnsafeCell;
 use npt::PagingHandler;
 use npt::{PhysAddr, VirtAddr};
 
-/// Frames in the pool.
-pub const POOL_FRAMES: usize = 64;
+/// Frames in the pool: room for a 16 KiB-granule root of 16 concatenated
+/// tables (256 KiB, aligned to its size) and its next-level tables.
+pub const POOL_FRAMES: usize = 192;
 const FRAME: usize = 4096;
 
 #[repr(C, align(16384))]

@@ -35,12 +35,13 @@ use core::arch::{asm, global_asm};
 use core::fmt;
 use host_flush::{HostFlush, TableRegister};
 use npt::aarch64::{Stage2Ipa39, Stage2Ipa40, Stage2Ipa42, Stage2Ipa44, Stage2Params};
+use npt::aarch64::{Stage2Ipa40G16, Stage2Ipa42G64};
 use npt::flush::{flush_all, ContextRegister, FlushExecutor, Instr, Issued, Scope};
 use npt::instr::Host;
 use npt::size::SIZE_4K;
 use npt::{FlushError, Format, TlbFlush};
 use npt::{GuestPhysAddr as Gpa, HostPhysAddr as Hpa, MappingFlags as MF};
-use report::{pattern, rd, wr, Report};
+use report::{fill, pattern, rd, wr, Report};
 use scenarios::Applied;
 use scenarios::{done, expect, fill_common, fill_frames, load_faulted, map_common, ok, remap_page};
 use scenarios::{Access, Class, Fault, Hv, Kind, Layout, Routine, Table, RW, RX};
@@ -332,6 +333,25 @@ extern "C" fn hv_main() -> ! {
     stage2_ipa40(&mut rep);
     wide_ipa::<Stage2Ipa42>(&mut rep, 4, "ipa42_bit41", Stage2Ipa42::vtcr_el2);
     wide_ipa::<Stage2Ipa44>(&mut rep, 5, "ipa44_bit43", Stage2Ipa44::vtcr_el2);
+    // ID_AA64MMFR0_EL1: TGran16 (23:20) 0b0001+ is 16KB, TGran64 (27:24)
+    // 0b0000 is 64KB; TGran16_2 (35:32) and TGran64_2 (39:36) say so for
+    // stage 2: 0b0000 "as the stage-1 field", 0b0001 not supported, 0b0010+
+    // supported (Arm ARM D19.2).
+    let mmfr0 = mrs!("id_aa64mmfr0_el1");
+    let field = |lo: u32| (mmfr0 >> lo) & 0xf;
+    let s2_16k = match field(32) {
+        0 => field(20) != 0,
+        1 => false,
+        _ => true,
+    };
+    let s2_64k = match field(36) {
+        0 => field(24) == 0,
+        1 => false,
+        _ => true,
+    };
+    println!("ID_AA64MMFR0_EL1={mmfr0:#x}: stage-2 16KB granule {s2_16k}, 64KB granule {s2_64k}");
+    big_granule::<Stage2Ipa40G16>(&mut rep, 6, "granule_16k", s2_16k);
+    big_granule::<Stage2Ipa42G64>(&mut rep, 7, "granule_64k", s2_64k);
 
     scenarios::frames_freed(&mut rep, "every table");
     rep.done();
@@ -604,6 +624,107 @@ fn wide_ipa<F: Format<Params = Stage2Params>>(
             hi + 0x48,
             expect::<El2>(hole_want),
             Beyond(stage1_limited, beyond_want)
+        ),
+    );
+    drop(t);
+}
+
+/// Host frames for [`big_granule`]: 64 KiB aligned, so they serve either
+/// granule; and a probe word inside the level-2 block.
+const H_GRAN_LO: usize = 0x4403_0000;
+const H_GRAN_HI: usize = 0x4404_0000;
+const H_GRAN_PROBE: usize = 0x4300_0000;
+/// The block's GPA (aligned to 32 MiB and 512 MiB).
+const G_GRAN_BLOCK: u64 = 0x1_0000_0000;
+
+/// 10. The 16 KiB and 64 KiB granules (Stage2Ipa40G16: level 2 over 16
+///     concatenated tables; Stage2Ipa42G64: level 2, one table), VMIDs 6
+///     and 7, where the CPU supports the granule for stage 2: VTTBR_EL2
+///     and VTCR_EL2 come through the `Format` trait (`registers()`), TG0
+///     and SL0 from the geometry. A page the size of the granule at
+///     `g_ram` is one frame (the guest reads its last word, beyond any 4
+///     KiB page); the page with the IPA's top bit set is its own; a
+///     level-2 block (32 MiB / 512 MiB) maps host RAM; the next page after
+///     `g_ram` is a level-3 translation fault.
+fn big_granule<F: Format<Params = Stage2Params>>(
+    rep: &mut Report,
+    vmid: u64,
+    name: &str,
+    supported: bool,
+) {
+    if !supported {
+        println!("INFO {name} skipped: ID_AA64MMFR0_EL1 reports no stage-2 support for {}", F::LAYOUT.name);
+        return;
+    }
+    let g = F::LAYOUT.geometry.granule();
+    let block = 1usize << F::LAYOUT.geometry.levels[0].shift;
+    let bits = F::LAYOUT.geometry.input_bits;
+    let mut t = ok(
+        Table::<F>::try_new_with(Stage2Params {
+            vmid,
+            pa_bits: host_pa_bits(),
+        }),
+        "a big-granule stage-2 table",
+    );
+    let regs: [(&str, Result<u64, npt::Error>); 2] = {
+        let mut it = t.registers();
+        let a = it.next();
+        let b = it.next();
+        match (a, b) {
+            (Some(a), Some(b)) => [a, b],
+            _ => panic!("two registers"),
+        }
+    };
+    let (vttbr, vtcr) = match regs {
+        [("VTTBR_EL2", Ok(a)), ("VTCR_EL2", Ok(b))] => (a, b),
+        other => panic!("registers: {other:?}"),
+    };
+    let lo = L.g_ram;
+    let hi = (1u64 << (bits - 1)) | L.g_ram;
+    for (gpa, hpa, size, flags, what) in [
+        (L.g_code, code_hpa(), g, RX, "code"),
+        (lo, H_GRAN_LO, g, RW, "low page"),
+        (hi, H_GRAN_HI, g, RW, "top-bit page"),
+        (G_GRAN_BLOCK, H_GRAN_PROBE & !(block - 1), block, RW, "level-2 block"),
+    ] {
+        ok(t.map(Gpa::from(gpa as usize), Hpa::from(hpa), size, flags), what).ignore();
+    }
+    for h in [H_GRAN_LO, H_GRAN_HI] {
+        fill(h, g / 8, |i| pattern(h, i));
+    }
+    wr(H_GRAN_PROBE, 0x6b6b_6b6b_0000_0000 | g as u64);
+    load_stage2(vttbr, vtcr);
+    let fl = host_flush::all::<F>(&VTTBR);
+
+    let last = (g - 8) as u64;
+    let r_lo = El2.load(lo + last);
+    let r_hi = El2.load(hi + 0x40);
+    let w = El2.store(hi + 0x48, 0x1616_6464_1616_6464);
+    let written = rd(H_GRAN_HI + 0x48);
+    let probe_gpa = G_GRAN_BLOCK + (H_GRAN_PROBE & (block - 1)) as u64;
+    let r_block = El2.load(probe_gpa);
+    let hole_gpa = lo + g as u64 + 0x40;
+    let hole_want = Fault::new(hole_gpa, Access::Read, Kind::Translation, 3);
+    let hole = El2.load(hole_gpa);
+    rep.verdict(
+        name,
+        fl.ok()
+            && r_lo == Ok(pattern(H_GRAN_LO, g / 8 - 1))
+            && r_hi == Ok(pattern(H_GRAN_HI, 8))
+            && done::<El2>(&w)
+            && written == 0x1616_6464_1616_6464
+            && r_block == Ok(0x6b6b_6b6b_0000_0000 | g as u64)
+            && load_faulted::<El2>(&hole, &hole_want),
+        format_args!(
+            "{}: VTTBR_EL2={vttbr:#x} VTCR_EL2={vtcr:#x} (TG0 {}, T0SZ {}, SL0 {}), {fl}; gpa {:#x} (last word of a {g:#x} page) -> {r_lo:x?}; gpa {:#x} -> {r_hi:x?}; store to gpa {:#x}: exit={w:x?}, hpa holds {written:#x}; block gpa {probe_gpa:#x} -> {r_block:x?}; hole gpa {hole_gpa:#x} -> {hole:x?} (want {})",
+            F::LAYOUT.name,
+            (vtcr >> 14) & 3,
+            vtcr & 0x3f,
+            (vtcr >> 6) & 3,
+            lo + last,
+            hi + 0x40,
+            hi + 0x48,
+            expect::<El2>(hole_want)
         ),
     );
     drop(t);
