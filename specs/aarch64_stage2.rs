@@ -179,6 +179,57 @@
             }
         }
 
+        /// Arm stage 2, 16 KiB granule, 48-bit IPA: the initial lookup is
+        /// at level 1 over two concatenated level-1 tables (4096 entries,
+        /// 32 KiB, 32 KiB aligned, indexed by IA[47:36]); VTCR_EL2.TG0 =
+        /// 0b10, T0SZ = 16, SL0 = 0b10. Needs a 48-bit PA (ipa_within_pa).
+        variant Stage2Ipa48G16 {
+            cite = "Arm ARM D8.2: 16KB granule, level 1 resolves IA[46:36] (two concatenated tables for IA[47]), level 2 IA[35:25], level 3 IA[24:14]";
+            entry = Stage2Descriptor16K;
+            geometry {
+                granule = 16K;
+                input_bits = 48;
+                output_bits = 48;
+                root { tables = 2; align = 32K; }
+                /// Level 1 over two concatenated tables: table descriptors
+                /// only (no 64 GiB block without FEAT_LPA2).
+                level L1 { number = 1; index = 47:36; }
+                /// Level 2: a block maps 32 MiB.
+                level L2 { number = 2; index = 35:25; leaf = 32M; }
+                /// Level 3: a page maps 16 KiB.
+                level L3 { number = 3; index = 24:14; leaf = 16K; }
+            }
+            output_address {
+                bits = 47:14;
+                pa_low_bit = 14;
+            }
+        }
+
+        /// Arm stage 2, 64 KiB granule, 48-bit IPA: three levels starting
+        /// at level 1 (64 entries, IA[47:42]); VTCR_EL2.TG0 = 0b01, T0SZ =
+        /// 16, SL0 = 0b10. Needs a 48-bit PA (ipa_within_pa).
+        variant Stage2Ipa48G64 {
+            cite = "Arm ARM D8.2: 64KB granule, level 1 resolves IA[47:42], level 2 IA[41:29], level 3 IA[28:16]";
+            entry = Stage2Descriptor64K;
+            geometry {
+                granule = 64K;
+                input_bits = 48;
+                output_bits = 48;
+                root { tables = 1; align = 64K; }
+                /// Level 1: table descriptors only (no 4 TiB block without
+                /// FEAT_LPA).
+                level L1 { number = 1; index = 47:42; }
+                /// Level 2: a block maps 512 MiB.
+                level L2 { number = 2; index = 41:29; leaf = 512M; }
+                /// Level 3: a page maps 64 KiB.
+                level L3 { number = 3; index = 28:16; leaf = 64K; }
+            }
+            output_address {
+                bits = 47:16;
+                pa_low_bit = 16;
+            }
+        }
+
         /// Valid (bit 0).
         bit VALID = 0;
         /// Descriptor type (bit 1): 1 = table at levels 0-2 and page at level

@@ -33,7 +33,22 @@ pub fn run(f: &Format, errs: &mut Errors) {
 /// the base's type would read and build its entries by the base's rules
 /// (its `output_address()`, its `GenericPTE`). Entry type names are unique.
 fn check_variant_entries(f: &Format, errs: &mut Errors) {
-    let mut seen: Vec<&syn::Ident> = vec![&f.entry];
+    // (entry name, the variant that named it): variants may share an entry
+    // type when they encode alike (the same output address field, neither
+    // changing descriptors or permissions).
+    let mut seen: Vec<(&syn::Ident, Option<&crate::model::FormatVariant>)> = vec![(&f.entry, None)];
+    let same_encoding = |a: &crate::model::FormatVariant, b: &crate::model::FormatVariant| {
+        let addr = |v: &crate::model::FormatVariant| {
+            v.address
+                .as_ref()
+                .map(|x| (x.bits.hi, x.bits.lo, x.pa_low_bit.value))
+        };
+        a.descriptors.is_none()
+            && b.descriptors.is_none()
+            && a.permissions.is_none()
+            && b.permissions.is_none()
+            && addr(a) == addr(b)
+    };
     for v in &f.variants {
         let changes = [
             ("output_address", v.address.is_some()),
@@ -53,15 +68,17 @@ fn check_variant_entries(f: &Format, errs: &mut Errors) {
                 }
             }
             Some(e) => {
-                if let Some(first) = seen.iter().find(|x| **x == e) {
-                    errs.conflict(
-                        e.span(),
-                        format!("entry type `{e}` is already another format's; give the variant its own name"),
-                        first.span(),
-                        "first named here",
-                    );
+                if let Some((first, by)) = seen.iter().find(|(x, _)| *x == e) {
+                    if !by.is_some_and(|w| same_encoding(w, v)) {
+                        errs.conflict(
+                            e.span(),
+                            format!("entry type `{e}` is already another format's, which encodes differently; give the variant its own name (variants may share one only with the same `output_address` and neither changing `descriptors` or `permissions`)"),
+                            first.span(),
+                            "first named here",
+                        );
+                    }
                 }
-                seen.push(e);
+                seen.push((e, Some(v)));
             }
         }
     }

@@ -104,8 +104,17 @@ const AARCH64: Hypervisor = Hypervisor {
         "ipa44_bit43",
         "frames_freed",
     ],
-    // Cortex-A57 has the 64 KiB granule, not the 16 KiB one; -cpu max both.
-    per_machine: &[&["granule_64k"], &["granule_16k", "granule_64k"]],
+    // Cortex-A57 has the 64 KiB granule, not the 16 KiB one, and a 44-bit
+    // PA; -cpu max both granules and a 52-bit PA.
+    per_machine: &[
+        &["granule_64k"],
+        &[
+            "granule_16k",
+            "granule_64k",
+            "granule_16k_ipa48",
+            "granule_64k_ipa48",
+        ],
+    ],
     qemu_bugs: &[],
     pass_status: 0,
     fail_status: 1,

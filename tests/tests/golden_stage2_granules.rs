@@ -148,3 +148,62 @@ fn ipa42_64k_registers_and_descriptors() {
         .iter()
         .any(|i| i.instr == Instr::TlbiIpas2e1is && i.args[0] == Arg::Value(0x10)));
 }
+
+/// The 48-bit IPA with the bigger granules. Stage2Ipa48G16: level-1 start
+/// over two concatenated tables (IA[47:36]), VTCR_EL2 T0SZ 16 (0x10) | SL0
+/// 0b10 (level 1 with 16KB) << 6 = 0x80 | IRGN0, ORGN0, SH0 = 0x3500 |
+/// TG0 0b10 << 14 = 0x8000 | PS 5 << 16 | RES1 = 0x8005_b590.
+/// Stage2Ipa48G64: level-1 start (IA[47:42], 64 entries), T0SZ 16 | SL0
+/// 0b10 << 6 | 0x3500 | TG0 0b01 << 14 = 0x4000 | PS 5 << 16 | RES1 =
+/// 0x8005_7590. Both need a 48-bit PA: with 44 the table is refused.
+#[test]
+fn ipa48_16k_and_64k() {
+    use npt::aarch64::{Stage2Ipa48G16, Stage2Ipa48G64};
+    let root = Hpa::from(ROOT);
+    assert_eq!(Stage2Ipa48G16::vtcr_el2(root, &params()), Ok(0x8005_b590));
+    assert_eq!(Stage2Ipa48G64::vtcr_el2(root, &params()), Ok(0x8005_7590));
+
+    // 16 KiB: GPA 2^47 | 0x4000 has level-1 index 0x800, in the second
+    // concatenated table (ROOT + 0x4000); the level-2 table is the first
+    // 16 KiB after the 32 KiB root, the level-3 one the next.
+    let mut t = fresh_with::<Stage2Ipa48G16>(params());
+    let g = 1usize << 47 | 0x4000;
+    t.map(Gpa::from(g), Hpa::from(0x1_2340_4000), 0x4000, RW)
+        .unwrap()
+        .ignore();
+    assert_eq!(entry(ROOT, 0x800), 0x8000_8003);
+    assert_eq!(entry(0x8000_8000, 0), 0x8000_c003);
+    assert_eq!(entry(0x8000_c000, 1), 0x1_2340_4000 | 0x7ff | XN);
+    drop(t);
+
+    // 64 KiB: GPA 2^47 | 0x1_0000 has level-1 index 0x20 (ROOT + 0x100).
+    let mut t = fresh_with::<Stage2Ipa48G64>(params());
+    let g = 1usize << 47 | 0x1_0000;
+    t.map(Gpa::from(g), Hpa::from(0x1_2345_0000), 0x1_0000, RW)
+        .unwrap()
+        .ignore();
+    assert_eq!(entry(ROOT, 0x20), 0x8001_0003);
+    assert_eq!(entry(0x8001_0000, 0), 0x8002_0003);
+    assert_eq!(entry(0x8002_0000, 1), 0x1_2345_0000 | 0x7ff | XN);
+    drop(t);
+
+    let narrow = Stage2Params {
+        vmid: 1,
+        pa_bits: 44,
+    };
+    npt_tests::reset(npt_tests::DEFAULT_BASE, npt_tests::DEFAULT_FRAMES);
+    assert!(matches!(
+        npt_tests::Table::<Stage2Ipa48G16>::try_new_with(narrow),
+        Err(Error::Requirement {
+            rule: "ipa_within_pa",
+            ..
+        })
+    ));
+    assert!(matches!(
+        Stage2Ipa48G64::vtcr_el2(root, &narrow),
+        Err(Error::Requirement {
+            rule: "ipa_within_pa",
+            ..
+        })
+    ));
+}

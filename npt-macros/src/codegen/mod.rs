@@ -17,13 +17,16 @@ pub fn generate(f: &Format) -> TokenStream {
     let entry = types::entry_type(f);
     let pte = compat::generic_pte(f);
     let instances = std::iter::once(f.clone()).chain(f.variants.iter().map(|v| f.variant(v)));
+    let mut entries = vec![f.entry.clone()];
     let per_format = instances.map(|inst| {
         let marker = types::marker(&inst);
         let registers = registers::generate(&inst);
         let layout = layout::generate(&inst);
         let meta = compat::paging_metadata(&inst);
-        // A variant with an encoding of its own has its own entry type.
-        let own_entry = (inst.name != f.name && inst.entry != f.entry).then(|| {
+        // A variant with an encoding of its own has its own entry type
+        // (once: variants that encode alike may share it).
+        let own_entry = (!entries.contains(&inst.entry)).then(|| {
+            entries.push(inst.entry.clone());
             let e = types::entry_type(&inst);
             let p = compat::generic_pte(&inst);
             quote!(#e #p)

@@ -35,7 +35,7 @@ use core::arch::{asm, global_asm};
 use core::fmt;
 use host_flush::{HostFlush, TableRegister};
 use npt::aarch64::{Stage2Ipa39, Stage2Ipa40, Stage2Ipa42, Stage2Ipa44, Stage2Params};
-use npt::aarch64::{Stage2Ipa40G16, Stage2Ipa42G64};
+use npt::aarch64::{Stage2Ipa40G16, Stage2Ipa42G64, Stage2Ipa48G16, Stage2Ipa48G64};
 use npt::flush::{flush_all, ContextRegister, FlushExecutor, Instr, Issued, Scope};
 use npt::instr::Host;
 use npt::size::SIZE_4K;
@@ -352,6 +352,10 @@ extern "C" fn hv_main() -> ! {
     println!("ID_AA64MMFR0_EL1={mmfr0:#x}: stage-2 16KB granule {s2_16k}, 64KB granule {s2_64k}");
     big_granule::<Stage2Ipa40G16>(&mut rep, 6, "granule_16k", s2_16k);
     big_granule::<Stage2Ipa42G64>(&mut rep, 7, "granule_64k", s2_64k);
+    // The 48-bit IPA needs a 48-bit PA too (npt refuses it below).
+    let pa48 = host_pa_bits() >= 48;
+    big_granule::<Stage2Ipa48G16>(&mut rep, 8, "granule_16k_ipa48", s2_16k && pa48);
+    big_granule::<Stage2Ipa48G64>(&mut rep, 9, "granule_64k_ipa48", s2_64k && pa48);
 
     scenarios::frames_freed(&mut rep, "every table");
     rep.done();
@@ -653,11 +657,20 @@ fn big_granule<F: Format<Params = Stage2Params>>(
     supported: bool,
 ) {
     if !supported {
-        println!("INFO {name} skipped: ID_AA64MMFR0_EL1 reports no stage-2 support for {}", F::LAYOUT.name);
+        println!(
+            "INFO {name} skipped: ID_AA64MMFR0_EL1 reports no stage-2 support for {}'s granule, or a PA narrower than its IPA",
+            F::LAYOUT.name
+        );
         return;
     }
     let g = F::LAYOUT.geometry.granule();
-    let block = 1usize << F::LAYOUT.geometry.levels[0].shift;
+    // The level-2 block: the largest leaf (level 1 holds none here).
+    let block = F::LAYOUT
+        .geometry
+        .levels
+        .iter()
+        .find(|l| l.leaf)
+        .map_or(g, |l| 1usize << l.shift);
     let bits = F::LAYOUT.geometry.input_bits;
     let mut t = ok(
         Table::<F>::try_new_with(Stage2Params {
@@ -685,9 +698,19 @@ fn big_granule<F: Format<Params = Stage2Params>>(
         (L.g_code, code_hpa(), g, RX, "code"),
         (lo, H_GRAN_LO, g, RW, "low page"),
         (hi, H_GRAN_HI, g, RW, "top-bit page"),
-        (G_GRAN_BLOCK, H_GRAN_PROBE & !(block - 1), block, RW, "level-2 block"),
+        (
+            G_GRAN_BLOCK,
+            H_GRAN_PROBE & !(block - 1),
+            block,
+            RW,
+            "level-2 block",
+        ),
     ] {
-        ok(t.map(Gpa::from(gpa as usize), Hpa::from(hpa), size, flags), what).ignore();
+        ok(
+            t.map(Gpa::from(gpa as usize), Hpa::from(hpa), size, flags),
+            what,
+        )
+        .ignore();
     }
     for h in [H_GRAN_LO, H_GRAN_HI] {
         fill(h, g / 8, |i| pattern(h, i));
