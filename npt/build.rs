@@ -20,12 +20,31 @@ const ARCHES: &[(&str, &str, &str)] = &[
     ("riscv64", "riscv", "RISC-V: G-stage translation."),
 ];
 
+/// The identifier after `arch =` on the line that starts with it (what
+/// follows it on the line, a `;`, a comment or another key, is not part of
+/// it). Two different `arch` lines in one file are an error here.
 fn arch_of(spec: &str) -> Option<&str> {
-    spec.lines().find_map(|l| {
-        let l = l.trim();
-        let rest = l.strip_prefix("arch")?.trim_start().strip_prefix('=')?;
-        Some(rest.trim().trim_end_matches(';').trim())
-    })
+    let mut found: Option<&str> = None;
+    for l in spec.lines() {
+        let Some(rest) = l
+            .trim()
+            .strip_prefix("arch")
+            .map(str::trim_start)
+            .and_then(|r| r.strip_prefix('='))
+        else {
+            continue;
+        };
+        let rest = rest.trim_start();
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        let arch = &rest[..end];
+        match found {
+            Some(a) if a != arch => panic!("a spec names two architectures, `{a}` and `{arch}`"),
+            _ => found = Some(arch),
+        }
+    }
+    found
 }
 
 fn main() {

@@ -112,6 +112,7 @@ fn check_format_of(f: &Format, variant: Option<&syn::Ident>, errs: &mut Errors) 
     check_block_kind(f, errs);
     check_mapping_coverage(f, errs);
     check_mapping_rows(f, errs);
+    check_every_combo_has_a_row(f, errs);
     check_legal_combos_are_leaves(f, errs);
     check_forbid_unless(f, errs);
     check_params(f, errs);
@@ -638,6 +639,42 @@ fn check_mapping_rows(f: &Format, errs: &mut Errors) {
     }
 }
 
+/// Every combination no `forbid` refuses has a row in every `map` (else
+/// it would be refused at run time with no reason the spec gave).
+fn check_every_combo_has_a_row(f: &Format, errs: &mut Errors) {
+    if f.permissions.incomplete {
+        return;
+    }
+    for combo in 0..64usize {
+        if combo & f.ignored_bits() != 0 || f.forbidding(combo).next().is_some() {
+            continue;
+        }
+        if let Some(Err(Illegal::NoRow(i))) = f.encode_rows(combo) {
+            let m = &f.permissions.mappings[i];
+            // A row naming a flag the map does not govern is reported by
+            // check_mapping_rows; its missing row follows from that.
+            if m.rows
+                .iter()
+                .any(|r| row_bits(&r.flags) & !governed_bits(m) != 0)
+            {
+                return;
+            }
+            let key = combo & governed_bits(m);
+            let span = m.governs.first().map_or(f.name.span(), |g| g.span);
+            errs.error(
+                span,
+                format!(
+                    "the combination {} has no row here (no `when {}`) and no `forbid` refuses it; add the row, or refuse it with {}",
+                    combo_name(combo),
+                    combo_name(key),
+                    forbid_suggestion(f, combo)
+                ),
+            );
+            return;
+        }
+    }
+}
+
 /// Whether every field value an assignment list uses fits its field and has
 /// an encoding of its own (otherwise `check_field_values` reports it, and
 /// comparing encodings would only repeat that).
@@ -836,7 +873,12 @@ fn check_params(f: &Format, errs: &mut Errors) {
         if p.width.value == 0 || p.width.value > 64 {
             errs.error(p.width.span, "a param's width is between 1 and 64 bits");
         }
-        if p.name == "root_pa" || p.name == "gpa" {
+        // Expressions read the geometry's quantity under its name, not the
+        // param, so a param may not take one.
+        let builtin = p.name == "root_pa"
+            || p.name == "gpa"
+            || const_env(f).iter().any(|(q, _)| p.name == *q);
+        if builtin {
             errs.error(
                 p.name.span(),
                 format!("`{}` is a built-in quantity; choose another name", p.name),
@@ -1132,9 +1174,19 @@ fn check_dirty_log_bit(f: &Format, errs: &mut Errors) {
         .iter()
         .filter_map(|m| f.mapping_mask(m))
         .any(|m| m & mask != 0);
-    let used_by_kind = [&f.descriptors.present]
-        .into_iter()
+    let d = &f.descriptors;
+    let mut kinds = vec![&d.table, &d.page];
+    if let Some(b) = &d.block {
+        kinds.push(b);
+    }
+    let used_by_kind = std::iter::once(&d.present)
+        .chain(kinds.iter().map(|k| &k.is))
         .filter_map(|p| f.pred_mask(p))
+        .chain(
+            kinds
+                .iter()
+                .filter_map(|k| f.assigns_bits(&k.set).map(|(m, _)| m)),
+        )
         .any(|m| m & mask != 0);
     if used_by_mapping || used_by_kind {
         errs.error(

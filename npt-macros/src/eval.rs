@@ -58,6 +58,16 @@ pub enum Value {
 }
 
 impl Expr {
+    /// Whether the expression reads the name `name`.
+    pub fn uses(&self, name: &str) -> bool {
+        match self {
+            Expr::Lit(..) => false,
+            Expr::Name(id) => id == name,
+            Expr::Bin(_, a, b, _) => a.uses(name) || b.uses(name),
+            Expr::Match(e, arms, _) => e.uses(name) || arms.iter().any(|(_, x)| x.uses(name)),
+        }
+    }
+
     pub fn from_syn(e: &syn::Expr, errs: &mut Errors) -> Option<Expr> {
         use syn::spanned::Spanned;
         match e {

@@ -93,6 +93,9 @@ pub fn generate(tree: &SpecTree) -> TokenStream {
                 fn register(_: usize, _: ::npt::HostPhysAddr, _: &#params) -> ::core::result::Result<u64, ::npt::Error> {
                     ::core::unreachable!()
                 }
+                fn check_params(_: &#params) -> ::core::result::Result<(), ::npt::Error> {
+                    ::core::unreachable!()
+                }
             }
         });
     }

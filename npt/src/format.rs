@@ -481,6 +481,11 @@ pub trait Format: 'static + Send + Sync {
     /// values flush recipes refer to by name (the root register first).
     fn context(root_pa: u64, params: &Self::Params) -> Result<crate::flush::Context, Error>;
 
+    /// Checks `params` alone: their widths, the output limit, and the
+    /// spec's `require` rules that do not read the root's address (run
+    /// before a root is allocated; the others run with it).
+    fn check_params(params: &Self::Params) -> Result<(), Error>;
+
     /// The registers the spec declares, in its order (`["EPTP"]`,
     /// `["VTTBR_EL2", "VTCR_EL2"]`, `["hgatp"]`, `["nCR3"]`): what a
     /// hypervisor generic over the format loads, by name.

@@ -287,6 +287,10 @@ pub fn generate(f: &Format) -> TokenStream {
             fn context(root_pa: u64, params: &#params_ty) -> ::core::result::Result<::npt::flush::Context, ::npt::Error> {
                 Self::__context(root_pa, params)
             }
+
+            fn check_params(params: &#params_ty) -> ::core::result::Result<(), ::npt::Error> {
+                Self::__check_params(params)
+            }
         }
     }
 }

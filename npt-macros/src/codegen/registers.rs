@@ -46,7 +46,7 @@ pub(super) fn builder_name(reg: &Ident) -> Ident {
 pub fn generate(f: &Format) -> TokenStream {
     let name = &f.name;
     let params_ty = &f.params_ty;
-    let param_checks = f.params.iter().map(|p| {
+    let param_checks: Vec<TokenStream> = f.params.iter().map(|p| {
         let n = &p.name;
         let s = n.to_string();
         let w = p.width.value as u32;
@@ -55,7 +55,7 @@ pub fn generate(f: &Format) -> TokenStream {
                 return ::core::result::Result::Err(::npt::Error::ParamOutOfRange { param: #s, value: params.#n, width: #w });
             }
         }
-    });
+    }).collect();
 
     // A limit wider than the format's output field is clamped to it
     // (`Format::output_bits`); one narrower than a granule is refused.
@@ -86,25 +86,30 @@ pub fn generate(f: &Format) -> TokenStream {
 
     // The spec's `require` conditions, evaluated like register values: a
     // condition that is 0, or that has no value (no `match` arm), refuses.
-    let requires: Vec<TokenStream> = f
+    let require_tokens = |q: &crate::model::Require| {
+        let mut errs = Errors::default();
+        let value = q
+            .when
+            .eval(&env, &mut errs)
+            .map(Value::into_tokens)
+            .unwrap_or_else(|| quote!(::core::option::Option::None));
+        let rule = q.name.to_string();
+        let reason = q.reason.value();
+        quote! {
+            match #value {
+                ::core::option::Option::Some(v) if v != 0 => {}
+                _ => return ::core::result::Result::Err(::npt::Error::Requirement { rule: #rule, reason: #reason }),
+            }
+        }
+    };
+    let requires: Vec<TokenStream> = f.requires.iter().map(require_tokens).collect();
+    // The rules that do not read the root address: checked before a root
+    // is allocated.
+    let param_requires: Vec<TokenStream> = f
         .requires
         .iter()
-        .map(|q| {
-            let mut errs = Errors::default();
-            let value = q
-                .when
-                .eval(&env, &mut errs)
-                .map(Value::into_tokens)
-                .unwrap_or_else(|| quote!(::core::option::Option::None));
-            let rule = q.name.to_string();
-            let reason = q.reason.value();
-            quote! {
-                match #value {
-                    ::core::option::Option::Some(v) if v != 0 => {}
-                    _ => return ::core::result::Result::Err(::npt::Error::Requirement { rule: #rule, reason: #reason }),
-                }
-            }
-        })
+        .filter(|q| !q.when.uses("root_pa"))
+        .map(require_tokens)
         .collect();
     let builders = f.registers.iter().map(|r| {
         let fname = builder_name(&r.name);
@@ -180,6 +185,15 @@ pub fn generate(f: &Format) -> TokenStream {
     quote! {
         impl #name {
             #(#builders)*
+
+            #[allow(unused_variables, clippy::identity_op, unused_comparisons)]
+            fn __check_params(params: &#params_ty) -> ::core::result::Result<(), ::npt::Error> {
+                #(#param_checks)*
+                #output_check
+                #(#param_lets)*
+                #(#param_requires)*
+                ::core::result::Result::Ok(())
+            }
 
             fn __context(root_pa: u64, params: &#params_ty) -> ::core::result::Result<::npt::flush::Context, ::npt::Error> {
                 #(#param_checks)*

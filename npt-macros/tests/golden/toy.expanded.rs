@@ -240,6 +240,18 @@ impl Toy {
         }
         ::core::result::Result::Ok(reg)
     }
+    #[allow(unused_variables, clippy::identity_op, unused_comparisons)]
+    fn __check_params(params: &ToyParams) -> ::core::result::Result<(), ::npt::Error> {
+        if 8u32 < 64 && params.vmid >> 8u32 != 0 {
+            return ::core::result::Result::Err(::npt::Error::ParamOutOfRange {
+                param: "vmid",
+                value: params.vmid,
+                width: 8u32,
+            });
+        }
+        let vmid: u64 = params.vmid;
+        ::core::result::Result::Ok(())
+    }
     fn __context(
         root_pa: u64,
         params: &ToyParams,
@@ -603,5 +615,8 @@ impl ::npt::Format for Toy {
         params: &ToyParams,
     ) -> ::core::result::Result<::npt::flush::Context, ::npt::Error> {
         Self::__context(root_pa, params)
+    }
+    fn check_params(params: &ToyParams) -> ::core::result::Result<(), ::npt::Error> {
+        Self::__check_params(params)
     }
 }

@@ -121,8 +121,9 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         #[allow(clippy::let_unit_value)]
         let () = Self::SUPPORTED;
         let g = &F::LAYOUT.geometry;
-        // Refuse bad parameters before allocating anything.
-        F::context(0, &params)?;
+        // Refuse bad parameters before allocating anything; the rules on
+        // the root's address run once it exists.
+        F::check_params(&params)?;
         let output_bits = F::output_bits(&params);
         let root = Self::alloc(g.root_tables, g.root_align, output_bits)?;
         match F::context(root, &params) {
