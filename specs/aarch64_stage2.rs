@@ -398,6 +398,27 @@
         param pa_bits { width = 7; default = 48; }
         output_limit = pa_bits;
 
+        /// 1 to have the CPU manage the access flag and the dirty state at
+        /// stage 2 (VTCR_EL2.HA = HD = 1): only where
+        /// ID_AA64MMFR1_EL1.HAFDBS is 0b0010 or more (FEAT_HAFDBS, access
+        /// flag and dirty state). npt's dirty logging and young tracking
+        /// then use the CPU's updates.
+        param hafdbs { width = 1; }
+
+        // FEAT_HAFDBS at stage 2 (Arm ARM D8.5 "Hardware updates to the
+        // translation tables", D8.5.3 stage-2 dirty state): with HA the
+        // CPU sets AF instead of taking an Access flag fault; with HD a
+        // write through a leaf with DBM = 1 and S2AP[1] = 0 sets S2AP[1]
+        // (the leaf becomes writable and dirty) instead of a Permission
+        // fault. After software clears either, a TLBI of the IPA makes the
+        // CPU update the descriptor again.
+        hardware_dirty {
+            cite = "Arm ARM D8.5, hardware management of the Access flag and dirty state (FEAT_HAFDBS), stage 2: VTCR_EL2.HA, HD; DBM and S2AP[1]";
+            accessed = AF;
+            writable_clean = DBM;
+            enabled_by = hafdbs;
+        }
+
         /// PARange encodes these sizes only; 52 (FEAT_LPA) is accepted and
         /// clamped to the 48 output bits 4 KiB-granule descriptors hold
         /// without FEAT_LPA2.
@@ -480,6 +501,10 @@
             field tg0 { bits = 15:14; value = match granule { 4K => 0, 64K => 1, 16K => 2 }; }
             /// PS: the output (physical address) size, from `pa_bits`.
             field ps { bits = 18:16; value = match pa_bits { 32 => 0, 36 => 1, 40 => 2, 42 => 3, 44 => 4, 48 => 5, 52 => 5 }; }
+            /// HA: hardware Access flag updates (FEAT_HAFDBS), from `hafdbs`.
+            field ha { bits = 21:21; value = hafdbs; }
+            /// HD: hardware dirty state updates (FEAT_HAFDBS), from `hafdbs`.
+            field hd { bits = 22:22; value = hafdbs; }
             /// Bit 31 is RES1.
             field res1 { bits = 31:31; value = 1; }
         }

@@ -1219,7 +1219,12 @@ fn check_hardware_dirty(f: &Format, errs: &mut Errors) {
         .into_iter()
         .filter_map(|p| f.pred_mask(p))
         .fold(0, |a, b| a | b);
-    for (what, name) in [("accessed", &hw.accessed), ("dirty", &hw.dirty)] {
+    let second = hw
+        .dirty
+        .as_ref()
+        .map(|d| ("dirty", d))
+        .or(hw.writable_clean.as_ref().map(|w| ("writable_clean", w)));
+    for (what, name) in std::iter::once(("accessed", &hw.accessed)).chain(second) {
         let Some(flag) = f.bits.iter().find(|b| b.name == *name) else {
             errs.error(
                 name.span(),
@@ -1240,10 +1245,18 @@ fn check_hardware_dirty(f: &Format, errs: &mut Errors) {
             );
         }
     }
-    if hw.accessed == hw.dirty {
+    if let Some((what, name)) = second {
+        if hw.accessed == *name {
+            errs.error(
+                name.span(),
+                format!("`accessed` and `{what}` name the same bit; they are two different ones"),
+            );
+        }
+    }
+    if hw.writable_clean.is_some() && f.write_bits().is_none() {
         errs.error(
-            hw.dirty.span(),
-            "`accessed` and `dirty` name the same bit; the CPU sets two different ones",
+            hw.span,
+            "with `writable_clean`, the dirty state is the write permission, so WRITE must toggle the same bits in every combination that has it (check the `map` rows for WRITE)",
         );
     }
     if let Some(p) = &hw.enabled_by {

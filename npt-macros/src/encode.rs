@@ -142,6 +142,29 @@ impl Format {
         Some(Ok((mask, value)))
     }
 
+    /// The bits WRITE toggles in a leaf, if it toggles the same nonzero bits
+    /// in every combination where both it and it without WRITE encode.
+    pub fn write_bits(&self) -> Option<u64> {
+        let w = MFlag::Write.bit();
+        let mut bits = None;
+        for combo in 0..64usize {
+            if combo & w == 0 || combo & self.ignored_bits() != 0 {
+                continue;
+            }
+            let (Some(Ok((_, a))), Some(Ok((_, b)))) =
+                (self.encode_combo(combo), self.encode_combo(combo & !w))
+            else {
+                continue;
+            };
+            match bits {
+                None => bits = Some(a ^ b),
+                Some(x) if x == a ^ b => {}
+                Some(_) => return None,
+            }
+        }
+        bits.filter(|b| *b != 0)
+    }
+
     /// Every bit any mapping row may assign, per mapping.
     pub fn mapping_mask(&self, m: &Mapping) -> Option<u64> {
         let mut mask = 0;

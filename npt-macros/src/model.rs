@@ -388,13 +388,18 @@ pub struct RegField {
 
 /// `hardware_dirty { accessed = A; dirty = D; enabled_by = PARAM; }`: the
 /// CPU sets `accessed` in a leaf it uses and `dirty` in one it writes
-/// through, when the param (if named) is non-zero.
+/// through, when the param (if named) is non-zero. Or, with
+/// `writable_clean = DBM;` instead of `dirty` (Arm FEAT_HAFDBS), the CPU
+/// gives a leaf that has the bit and no write permission its write
+/// permission on the first write: the dirty state is the write permission.
 #[derive(Clone)]
 pub struct HardwareDirty {
     pub cite: Option<LitStr>,
     pub accessed: Ident,
-    pub dirty: Ident,
+    pub dirty: Option<Ident>,
+    pub writable_clean: Option<Ident>,
     pub enabled_by: Option<Ident>,
+    pub span: Span,
 }
 
 #[derive(Clone)]
@@ -1037,16 +1042,29 @@ fn hardware_dirty(node: &Node, errs: &mut Errors) -> Option<HardwareDirty> {
     let accessed = b
         .required("accessed", "accessed = A;", errs)
         .and_then(|n| ident_value(n, errs));
-    let dirty = b
-        .required("dirty", "dirty = D;", errs)
+    let dirty = b.one("dirty", errs).and_then(|n| ident_value(n, errs));
+    let writable_clean = b
+        .one("writable_clean", errs)
         .and_then(|n| ident_value(n, errs));
     let enabled_by = b.one("enabled_by", errs).and_then(|n| ident_value(n, errs));
-    b.finish(&["cite", "accessed", "dirty", "enabled_by"], errs);
+    b.finish(
+        &["cite", "accessed", "dirty", "writable_clean", "enabled_by"],
+        errs,
+    );
+    if dirty.is_some() == writable_clean.is_some() {
+        errs.error(
+            span,
+            "`hardware_dirty` names exactly one of `dirty = BIT;` (the CPU sets a dirty bit) and `writable_clean = BIT;` (the CPU grants write permission to a leaf with that bit: Arm's DBM)",
+        );
+        return None;
+    }
     Some(HardwareDirty {
         cite,
         accessed: accessed?,
-        dirty: dirty?,
+        dirty,
+        writable_clean,
         enabled_by,
+        span,
     })
 }
 

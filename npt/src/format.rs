@@ -229,6 +229,12 @@ pub struct Layout {
     pub hw_accessed: u64,
     /// The bit the CPU sets in a leaf it writes through (0 if none).
     pub hw_dirty: u64,
+    /// The bit that lets the CPU grant write permission on the first write
+    /// (Arm's DBM; 0 if none): with it, the dirty state is the write
+    /// permission, `hw_write`.
+    pub hw_clean: u64,
+    /// The bits WRITE sets in a leaf, where `hw_clean` is used (else 0).
+    pub hw_write: u64,
     /// Rules that read `MappingFlags` back, grouped per mapping.
     pub decode: &'static [&'static [DecodeRule]],
 }
@@ -553,5 +559,7 @@ pub const STUB_LAYOUT: Layout = Layout {
     log_bit: 0,
     hw_accessed: 0,
     hw_dirty: 0,
+    hw_clean: 0,
+    hw_write: 0,
     decode: &[],
 };

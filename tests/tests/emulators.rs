@@ -113,6 +113,9 @@ const AARCH64: Hypervisor = Hypervisor {
             "granule_64k",
             "granule_16k_ipa48",
             "granule_64k_ipa48",
+            // FEAT_HAFDBS (max only).
+            "hw_dirty_log",
+            "hw_young",
         ],
     ],
     qemu_bugs: &[],

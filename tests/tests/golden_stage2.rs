@@ -658,6 +658,7 @@ fn host_pa_size_limits_output_addresses() {
     let mut t = fresh_with::<Stage2Ipa39>(Stage2Params {
         vmid: 1,
         pa_bits: 40,
+        hafdbs: 0,
     });
     assert_eq!(t.output_bits(), 40);
     let err = t
@@ -676,7 +677,11 @@ fn host_pa_size_limits_output_addresses() {
     // allocated.
     for pa_bits in [49, 46, 12, 0] {
         let frames = live_frames();
-        let r = Table::<Stage2Ipa39>::try_new_with(Stage2Params { vmid: 1, pa_bits });
+        let r = Table::<Stage2Ipa39>::try_new_with(Stage2Params {
+            vmid: 1,
+            pa_bits,
+            hafdbs: 0,
+        });
         assert!(
             matches!(
                 r,
@@ -717,18 +722,21 @@ fn vtcr_el2_golden_values() {
     let p40 = Stage2Params {
         vmid: 3,
         pa_bits: 40,
+        hafdbs: 0,
     };
     assert_eq!(Stage2Ipa39::vtcr_el2(root, &p40), Ok(0x8002_3559));
     // 44 bits: PS = 0b100 0x4_0000 -> 0x8004_3559 (Cortex-A57).
     let p44 = Stage2Params {
         vmid: 3,
         pa_bits: 44,
+        hafdbs: 0,
     };
     assert_eq!(Stage2Ipa39::vtcr_el2(root, &p44), Ok(0x8004_3559));
     // 41 is no PARange value: no PS encoding, an error rather than a guess.
     let p41 = Stage2Params {
         vmid: 3,
         pa_bits: 41,
+        hafdbs: 0,
     };
     assert!(Stage2Ipa39::vtcr_el2(root, &p41).is_err());
     // 40-bit IPA: T0SZ = 24 = 0x18, SL0 = 0b01 -> 0x8005_3558.
@@ -1163,6 +1171,7 @@ fn root_parameters_match_hardware() {
     let t = fresh_with::<Stage2Ipa39>(Stage2Params {
         vmid: 1,
         pa_bits: 52,
+        hafdbs: 0,
     });
     assert_eq!(t.output_bits(), 48);
     let vtcr = Stage2Ipa39::vtcr_el2(t.root_paddr(), t.params()).unwrap();
@@ -1177,6 +1186,7 @@ fn root_parameters_match_hardware() {
     let r = Table::<Stage2Ipa40>::try_new_with(Stage2Params {
         vmid: 1,
         pa_bits: 36,
+        hafdbs: 0,
     });
     assert_eq!(rule(r), "ipa_within_pa");
     // Stage2Ipa48 (level-0 start, SL0 = 2) on a 44-bit host: the IPA is
@@ -1185,6 +1195,7 @@ fn root_parameters_match_hardware() {
     let r = Table::<Stage2Ipa48>::try_new_with(Stage2Params {
         vmid: 1,
         pa_bits: 44,
+        hafdbs: 0,
     });
     assert!(matches!(
         r,
@@ -1195,13 +1206,15 @@ fn root_parameters_match_hardware() {
     ));
     assert!(Table::<Stage2Ipa48>::try_new_with(Stage2Params {
         vmid: 1,
-        pa_bits: 48
+        pa_bits: 48,
+        hafdbs: 0
     })
     .is_ok());
     // VTTBR_EL2 for the 8 KiB concatenated root at a 4 KiB-aligned address.
     let p = Stage2Params {
         vmid: 1,
         pa_bits: 48,
+        hafdbs: 0,
     };
     assert!(matches!(
         Stage2Ipa40::vttbr_el2(Hpa::from(0x8_1000), &p),

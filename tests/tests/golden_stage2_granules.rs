@@ -25,6 +25,7 @@ fn params() -> Stage2Params {
     Stage2Params {
         vmid: 1,
         pa_bits: 48,
+        hafdbs: 0,
     }
 }
 
@@ -190,6 +191,7 @@ fn ipa48_16k_and_64k() {
     let narrow = Stage2Params {
         vmid: 1,
         pa_bits: 44,
+        hafdbs: 0,
     };
     npt_tests::reset(npt_tests::DEFAULT_BASE, npt_tests::DEFAULT_FRAMES);
     assert!(matches!(

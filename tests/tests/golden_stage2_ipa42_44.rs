@@ -44,7 +44,11 @@ const PAGE_RW: u64 = 0x0040_0001_8000_57ff;
 const BLOCK_1G_RW: u64 = 0x0040_0001_0000_07fd;
 
 fn params(vmid: u64, pa_bits: u64) -> Stage2Params {
-    Stage2Params { vmid, pa_bits }
+    Stage2Params {
+        vmid,
+        pa_bits,
+        hafdbs: 0,
+    }
 }
 
 fn rule<F: Format>(r: Result<Table<F>, Error>) -> &'static str {

@@ -34,6 +34,7 @@ fn every_format_lists_its_registers() {
     let s2 = fresh_with::<Stage2Ipa39>(Stage2Params {
         vmid: 3,
         pa_bits: 48,
+        hafdbs: 0,
     });
     assert_eq!(
         load_all(&s2),
@@ -52,6 +53,7 @@ fn register_checks_are_the_builders() {
     let p = Stage2Params {
         vmid: 1,
         pa_bits: 44,
+        hafdbs: 0,
     };
     let root = HostPhysAddr::from(0x8_1000);
     let i = Stage2Ipa40::REGISTERS

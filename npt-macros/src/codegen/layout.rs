@@ -159,7 +159,14 @@ pub fn generate(f: &Format) -> TokenStream {
         hex(name.and_then(|n| f.name_mask(&n.to_string())).unwrap_or(0))
     };
     let hw_accessed = hw_mask(hw.map(|h| &h.accessed));
-    let hw_dirty = hw_mask(hw.map(|h| &h.dirty));
+    let hw_dirty = hw_mask(hw.and_then(|h| h.dirty.as_ref()));
+    let hw_clean = hw_mask(hw.and_then(|h| h.writable_clean.as_ref()));
+    // With `writable_clean` the dirty state is the write permission: the
+    // bits WRITE toggles (checked to be the same in every combination).
+    let hw_write = hex(hw
+        .filter(|h| h.writable_clean.is_some())
+        .and_then(|_| f.write_bits())
+        .unwrap_or(0));
     let hardware_dirty_fn = hw.map(|h| {
         let on = match &h.enabled_by {
             Some(p) => quote!(params.#p != 0),
@@ -253,6 +260,8 @@ pub fn generate(f: &Format) -> TokenStream {
                 log_bit: #log_bit,
                 hw_accessed: #hw_accessed,
                 hw_dirty: #hw_dirty,
+                hw_clean: #hw_clean,
+                hw_write: #hw_write,
                 decode: &[#(#decode),*],
             };
             const FLUSH: ::npt::flush::FlushSpec = ::npt::flush::FlushSpec {

@@ -82,10 +82,17 @@ fn format_docs(f: &Format) -> Vec<String> {
             .as_ref()
             .map(|c| format!(" ({})", c.value()))
             .unwrap_or_default();
-        d.push(format!(
-            "The CPU sets `{}` in leaves it uses and `{}` in leaves it writes through{when}{cite}: dirty logging then test-and-clears `{}` instead of write-protecting, and `test_and_clear_young` reads `{}`.",
-            hw.accessed, hw.dirty, hw.dirty, hw.accessed
-        ));
+        match (&hw.dirty, &hw.writable_clean) {
+            (Some(dirty), _) => d.push(format!(
+                "The CPU sets `{}` in leaves it uses and `{dirty}` in leaves it writes through{when}{cite}: dirty logging then test-and-clears `{dirty}` instead of write-protecting, and `test_and_clear_young` reads `{}`.",
+                hw.accessed, hw.accessed
+            )),
+            (None, Some(clean)) => d.push(format!(
+                "The CPU sets `{}` in leaves it uses and gives a leaf with `{clean}` and no write permission its write permission on the first write{when}{cite}: dirty logging then marks writable leaves `{clean}` and clean, and test-and-clears their write permission; `test_and_clear_young` reads `{}`.",
+                hw.accessed, hw.accessed
+            )),
+            (None, None) => {}
+        }
         d.push(String::new());
     }
     d.push("# page_table_multiarch".into());

@@ -489,6 +489,8 @@ impl ::npt::Format for Toy {
         log_bit: 0x0u64,
         hw_accessed: 0x0u64,
         hw_dirty: 0x0u64,
+        hw_clean: 0x0u64,
+        hw_write: 0x0u64,
         decode: &[
             &[
                 ::npt::format::DecodeRule {

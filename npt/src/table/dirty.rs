@@ -480,20 +480,37 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
     }
 }
 
+/// Which leaves a hardware test-and-clear looks at.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Eligible {
+    /// Leaves with write permission (a dirty bit on a read-only leaf
+    /// cannot come from a write).
+    Writable,
+    /// Leaves carrying the writable-clean marker (Arm's DBM): logged
+    /// writable leaves, clean or dirty.
+    Marked,
+    /// Every leaf.
+    Any,
+}
+
 /// Dirty logging and access tracking by the CPU's own accessed and dirty
-/// bits, on formats whose spec has `hardware_dirty` (EPT with `ad`, AMD
-/// NPT): the CPU sets the dirty bit of a leaf it writes through and the
-/// accessed bit of one it uses; npt test-and-clears them with an atomic
-/// read-modify-write (the CPU may set them at the same moment) and
-/// invalidates each leaf it cleared, so the CPU sets the bit again on the
-/// next access instead of trusting a cached translation. No write faults
-/// are involved. A huge leaf only partly inside the range is reported
-/// (its part) but not cleared, so nothing outside the range is lost.
+/// state, on formats whose spec has `hardware_dirty` (EPT with `ad`, AMD
+/// NPT, RISC-V with Svadu, Arm with FEAT_HAFDBS): the CPU sets the accessed
+/// bit of a leaf it uses, and marks a leaf it writes through dirty, either
+/// by a dirty bit (x86, RISC-V) or, for a leaf npt made writable-clean
+/// (Arm: DBM set, write permission removed), by granting the write
+/// permission. npt test-and-clears that state with atomic read-modify-
+/// writes (the CPU may set it at the same moment) and invalidates each leaf
+/// it cleared, so the CPU marks it again on the next access instead of
+/// trusting a cached translation. No write faults are involved. A huge leaf
+/// only partly inside the range is reported (its part) but not cleared, so
+/// nothing outside the range is lost.
 impl<F: Format, H: PagingHandler> NestedTable<F, H> {
-    /// Whether the CPU sets accessed and dirty bits in this table's leaves
-    /// (the format's `hardware_dirty`, enabled by this table's params).
+    /// Whether the CPU tracks accessed and dirty state in this table's
+    /// leaves (the format's `hardware_dirty`, enabled by this table's
+    /// params).
     pub fn hardware_dirty(&self) -> bool {
-        F::LAYOUT.hw_dirty != 0 && F::hardware_dirty(&self.params)
+        (F::LAYOUT.hw_dirty != 0 || F::LAYOUT.hw_clean != 0) && F::hardware_dirty(&self.params)
     }
 
     fn hw_bits(&self) -> Result<(), Error> {
@@ -504,13 +521,29 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         }
     }
 
-    /// Starts dirty logging by the CPU's dirty bit on `size` bytes at
-    /// `gpa`: writable huge pages are split to the granule (as
+    /// The bits that say a leaf was written: the dirty bit, or the write
+    /// permission where the CPU grants it to writable-clean leaves.
+    const DIRTY_STATE: u64 = if F::LAYOUT.hw_clean != 0 {
+        F::LAYOUT.hw_write
+    } else {
+        F::LAYOUT.hw_dirty
+    };
+
+    /// Which leaves carry dirty state.
+    const LOGGED: Eligible = if F::LAYOUT.hw_clean != 0 {
+        Eligible::Marked
+    } else {
+        Eligible::Writable
+    };
+
+    /// Starts dirty logging by the CPU on `size` bytes at `gpa`: writable
+    /// huge pages are split to the granule (as
     /// [`start_dirty_log_in`](Self::start_dirty_log_in) does, through
-    /// `exec` where that is break-before-make), and every writable leaf's
-    /// dirty bit is cleared. Refused without change if the CPU sets no
-    /// dirty bits here ([`Error::NoHardwareDirty`]) or the splits need
-    /// frames the allocator lacks.
+    /// `exec` where that is break-before-make), and every writable leaf is
+    /// made clean: its dirty bit cleared, or (Arm) marked writable-clean,
+    /// DBM set and write permission removed. Refused without change if the
+    /// CPU tracks no dirty state here ([`Error::NoHardwareDirty`]) or the
+    /// splits need frames the allocator lacks.
     pub fn start_hardware_dirty_log_in(
         &mut self,
         gpa: GuestPhysAddr,
@@ -525,22 +558,42 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         let split = self.log_split::<D0>(self.root, start, end, false, &mut reserve, &mut tf, exec);
         reserve.free_all(&Self::ops());
         split?;
-        Self::test_and_clear::<D0>(
-            self.root,
-            start,
-            end,
-            F::LAYOUT.hw_dirty,
-            true,
-            &mut tf,
-            &mut |_, _| {},
-        );
+        let (clean, write) = (F::LAYOUT.hw_clean, F::LAYOUT.hw_write);
+        Self::hw_rewrite::<D0>(self.root, start, end, Eligible::Writable, &mut tf, &|raw| {
+            if clean != 0 {
+                (raw | clean) & !write
+            } else {
+                raw & !F::LAYOUT.hw_dirty
+            }
+        });
+        Ok(tf)
+    }
+
+    /// Stops dirty logging by the CPU on `size` bytes at `gpa`: (Arm) every
+    /// writable-clean leaf gets its write permission back and loses DBM,
+    /// so `collapse_region_in` can rebuild huge pages; with a dirty bit
+    /// there is nothing to undo (an empty batch).
+    pub fn stop_hardware_dirty_log(
+        &mut self,
+        gpa: GuestPhysAddr,
+        size: usize,
+    ) -> Result<TlbFlush<F>, Error> {
+        self.hw_bits()?;
+        let (start, end) = Self::range(gpa, size)?;
+        let mut tf = self.batch();
+        let (clean, write) = (F::LAYOUT.hw_clean, F::LAYOUT.hw_write);
+        if clean != 0 {
+            Self::hw_rewrite::<D0>(self.root, start, end, Eligible::Marked, &mut tf, &|raw| {
+                (raw | write) & !clean
+            });
+        }
         Ok(tf)
     }
 
     /// Writes into `bitmap` which granule pages of `size` bytes at `gpa`
     /// the CPU has written since logging started or the last harvest (bit
-    /// `i` of word `i / 64` for the page at `gpa + i * granule`), clearing
-    /// their dirty bits; the batch invalidates the pages it cleared. Pages
+    /// `i` of word `i / 64` for the page at `gpa + i * granule`), making
+    /// them clean again; the batch invalidates the pages it cleaned. Pages
     /// mapped read-only are never reported.
     pub fn harvest_hardware_dirty(
         &mut self,
@@ -549,7 +602,7 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         bitmap: &mut [u64],
     ) -> Result<TlbFlush<F>, Error> {
         self.hw_bits()?;
-        self.test_and_clear_into(gpa, size, bitmap, F::LAYOUT.hw_dirty, true)
+        self.test_and_clear_into(gpa, size, bitmap, Self::DIRTY_STATE, Self::LOGGED)
     }
 
     /// Writes into `bitmap` which granule pages of `size` bytes at `gpa`
@@ -564,7 +617,7 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         bitmap: &mut [u64],
     ) -> Result<TlbFlush<F>, Error> {
         self.hw_bits()?;
-        self.test_and_clear_into(gpa, size, bitmap, F::LAYOUT.hw_accessed, false)
+        self.test_and_clear_into(gpa, size, bitmap, F::LAYOUT.hw_accessed, Eligible::Any)
     }
 
     fn test_and_clear_into(
@@ -573,7 +626,7 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         size: usize,
         bitmap: &mut [u64],
         mask: u64,
-        writable_only: bool,
+        which: Eligible,
     ) -> Result<TlbFlush<F>, Error> {
         let (start, end) = Self::range(gpa, size)?;
         let shift = F::LAYOUT.geometry.granule_shift;
@@ -584,34 +637,34 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         };
         bitmap.iter_mut().for_each(|w| *w = 0);
         let mut tf = self.batch();
-        Self::test_and_clear::<D0>(
-            self.root,
-            start,
-            end,
-            mask,
-            writable_only,
-            &mut tf,
-            &mut |a, b| {
-                for i in (a - start) >> shift..(b - start) >> shift {
-                    if let Some(w) = bitmap.get_mut(i / 64) {
-                        *w |= 1 << (i % 64);
-                    }
+        Self::test_and_clear::<D0>(self.root, start, end, mask, which, &mut tf, &mut |a, b| {
+            for i in (a - start) >> shift..(b - start) >> shift {
+                if let Some(w) = bitmap.get_mut(i / 64) {
+                    *w |= 1 << (i % 64);
                 }
-            },
-        );
+            }
+        });
         Ok(tf)
     }
 
-    /// Clears `mask` in the leaves of `start..end` (the writable ones if
-    /// `writable_only`) that have it, calling `hit(a, b)` for the part
-    /// `a..b` of each leaf that had it. A leaf that reaches outside the
-    /// range is reported and left as it is.
+    #[inline(always)]
+    fn eligible<D: Depth>(raw: u64, which: Eligible) -> bool {
+        match which {
+            Eligible::Writable => At::<F, D>::flags(raw).contains(MappingFlags::WRITE),
+            Eligible::Marked => raw & F::LAYOUT.hw_clean != 0,
+            Eligible::Any => true,
+        }
+    }
+
+    /// Clears `mask` in the eligible leaves of `start..end` that have it,
+    /// calling `hit(a, b)` for the part `a..b` of each leaf that had it. A
+    /// leaf that reaches outside the range is reported and left as it is.
     fn test_and_clear<D: Depth>(
         table: u64,
         start: usize,
         end: usize,
         mask: u64,
-        writable_only: bool,
+        which: Eligible,
         tf: &mut TlbFlush<F>,
         hit: &mut impl FnMut(usize, usize),
     ) {
@@ -623,7 +676,7 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
                 let raw = Self::read(p, i0 + k);
                 if raw & mask == 0
                     || !matches!(At::<F, D>::decode(raw), Decoded::Leaf(_))
-                    || (writable_only && !At::<F, D>::flags(raw).contains(MappingFlags::WRITE))
+                    || !Self::eligible::<D>(raw, which)
                 {
                     continue;
                 }
@@ -640,21 +693,47 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
             let raw = Self::read(p, idx);
             match At::<F, D>::decode(raw) {
                 Decoded::Table(next) if !At::<F, D>::LAST => {
-                    Self::test_and_clear::<D::Next>(next, cur, ce, mask, writable_only, tf, hit)
+                    Self::test_and_clear::<D::Next>(next, cur, ce, mask, which, tf, hit)
                 }
-                Decoded::Leaf(_) if raw & mask != 0 => {
-                    if writable_only && !At::<F, D>::flags(raw).contains(MappingFlags::WRITE) {
-                        continue;
-                    }
-                    let base = At::<F, D>::base(cur);
-                    let whole = base == cur && ce - cur == 1 << At::<F, D>::SHIFT;
-                    if !whole {
+                Decoded::Leaf(_) if raw & mask != 0 && Self::eligible::<D>(raw, which) => {
+                    if !Self::whole::<D>(cur, ce) {
                         hit(cur, ce);
                         continue;
                     }
                     if Self::fetch_and(p, idx, !mask) & mask != 0 {
                         hit(cur, ce);
-                        tf.add_page(base);
+                        tf.add_page(At::<F, D>::base(cur));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Replaces every eligible leaf of `start..end` wholly inside it by
+    /// `f(old)` (atomically), adding the changed ones to `tf`.
+    fn hw_rewrite<D: Depth>(
+        table: u64,
+        start: usize,
+        end: usize,
+        which: Eligible,
+        tf: &mut TlbFlush<F>,
+        f: &impl Fn(u64) -> u64,
+    ) {
+        let p = Self::entries(table);
+        for (cur, ce) in At::<F, D>::chunks(start, end) {
+            let idx = At::<F, D>::index(cur);
+            let raw = Self::read(p, idx);
+            match At::<F, D>::decode(raw) {
+                Decoded::Table(next) if !At::<F, D>::LAST => {
+                    Self::hw_rewrite::<D::Next>(next, cur, ce, which, tf, f)
+                }
+                Decoded::Leaf(_)
+                    if Self::whole::<D>(cur, ce) && Self::eligible::<D>(raw, which) =>
+                {
+                    let old = Self::update(p, idx, f);
+                    if f(old) != old {
+                        tf.add_page(At::<F, D>::base(cur));
                     }
                 }
                 _ => {}

@@ -224,6 +224,23 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
         entry.fetch_and(mask, core::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Atomically replaces entry `idx` of `p` by `f(old)` (a
+    /// compare-and-swap loop: the CPU may set bits of it meanwhile);
+    /// returns the old value.
+    #[inline(always)]
+    fn update(p: *mut u64, idx: usize, f: impl Fn(u64) -> u64) -> u64 {
+        use core::sync::atomic::Ordering::SeqCst;
+        // SAFETY: as in `fetch_and`.
+        let entry = unsafe { core::sync::atomic::AtomicU64::from_ptr(p.add(idx)) };
+        let mut old = entry.load(SeqCst);
+        loop {
+            match entry.compare_exchange_weak(old, f(old), SeqCst, SeqCst) {
+                Ok(v) => return v,
+                Err(v) => old = v,
+            }
+        }
+    }
+
     /// The root table's host-physical address.
     pub fn root_paddr(&self) -> HostPhysAddr {
         HostPhysAddr::from(self.root as usize)

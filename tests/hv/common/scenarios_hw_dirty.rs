@@ -128,12 +128,29 @@ pub fn hw_dirty_log<A: Hv, F: Format>(
         "young again",
     );
     hv.flush(tf, Scope::Pages).observe();
+    // Stop: (Arm) the logged leaves get their write permission back; a
+    // write then goes straight through.
+    let tf = ok(t.stop_hardware_dirty_log(Gpa::from(b), SIZE_2M), "stop");
+    // Arm: every logged page relaxed (512: Arm's page limit, one TLBI
+    // each); with a dirty bit nothing to undo.
+    let stop_want = if F::LAYOUT.hw_clean != 0 {
+        Scope::Pages
+    } else {
+        Scope::Nothing
+    };
+    let stop_scope = tf.scope();
+    let mut fl = hv.flush(tf, stop_want);
+    let g = base + (0x30 * SIZE_4K) as u64;
+    let e = hv.store(g, 0x5709);
+    fl.observe();
+    let stopped =
+        stop_scope == stop_want && done::<A>(&e) && rd(h_base + 0x30 * SIZE_4K) == 0x5709 && fl.ok();
     let want = [0x1, 0x2, 0x5, read_page, 0x100, 0x1ff];
     rep.verdict(
         "hw_young",
-        young.is(&want) && read.is_ok() && young2.is(&[0x9]),
+        young.is(&want) && read.is_ok() && young2.is(&[0x9]) && stopped,
         format_args!(
-            "young since the start: {young} (want {want:x?}); guest reads page 0x9 -> {read:x?}; young: {young2} (want [0x9])"
+            "young since the start: {young} (want {want:x?}); guest reads page 0x9 -> {read:x?}; young: {young2} (want [0x9]); after stop (scope {stop_scope:?}, want {stop_want:?}), {fl}, a store to page 0x30 -> {e:x?}"
         ),
     );
 }

@@ -30,6 +30,8 @@ mod report;
 mod host_flush;
 #[path = "../../common/scenarios.rs"]
 mod scenarios;
+#[path = "../../common/scenarios_hw_dirty.rs"]
+mod scenarios_hw_dirty;
 
 use core::arch::{asm, global_asm};
 use core::fmt;
@@ -364,10 +366,13 @@ extern "C" fn hv_main() -> ! {
 
 /// The shared scenarios, on a Stage2Ipa39 table (VMID 1).
 fn stage2_ipa39(rep: &mut Report) {
+    // FEAT_HAFDBS with dirty state: ID_AA64MMFR1_EL1.HAFDBS (bits 3:0) >= 2.
+    let hafdbs = mrs!("id_aa64mmfr1_el1") & 0xf >= 2;
     let mut t = ok(
         Table::<Stage2Ipa39>::try_new_with(Stage2Params {
             vmid: 1,
             pa_bits: host_pa_bits(),
+            hafdbs: hafdbs.into(),
         }),
         "a Stage2Ipa39 table",
     );
@@ -384,6 +389,15 @@ fn stage2_ipa39(rep: &mut Report) {
     fill_common(&L);
     load_stage2(vttbr, vtcr);
     scenarios::run_all(rep, &mut El2, &mut t, &L);
+    if hafdbs {
+        // VTCR_EL2.HA and HD are set (npt's VTCR from `hafdbs`): the CPU
+        // grants write permission to writable-clean leaves and sets AF.
+        scenarios_hw_dirty::hw_dirty_log(rep, &mut El2, &mut t, L.g_2m, L.h_2m);
+    } else {
+        println!(
+            "INFO hw_dirty_log skipped: ID_AA64MMFR1_EL1.HAFDBS < 2 (no hardware dirty state)"
+        );
+    }
     // `t` is dropped here while VTTBR_EL2 still points at it; the Ipa40
     // phase replaces it before the guest runs again.
 }
@@ -443,6 +457,7 @@ fn stage2_ipa40(rep: &mut Report) {
         Table::<Stage2Ipa40>::try_new_with(Stage2Params {
             vmid: 2,
             pa_bits: host_pa_bits(),
+            hafdbs: 0,
         }),
         "a Stage2Ipa40 table",
     );
@@ -504,6 +519,7 @@ fn stage2_ipa40(rep: &mut Report) {
         Table::<Stage2Ipa39>::try_new_with(Stage2Params {
             vmid: 3,
             pa_bits: host_pa_bits(),
+            hafdbs: 0,
         }),
         "a second table",
     );
@@ -547,6 +563,7 @@ fn wide_ipa<F: Format<Params = Stage2Params>>(
         Table::<F>::try_new_with(Stage2Params {
             vmid,
             pa_bits: host_pa_bits(),
+            hafdbs: 0,
         }),
         "a wide stage-2 table",
     );
@@ -676,6 +693,7 @@ fn big_granule<F: Format<Params = Stage2Params>>(
         Table::<F>::try_new_with(Stage2Params {
             vmid,
             pa_bits: host_pa_bits(),
+            hafdbs: 0,
         }),
         "a big-granule stage-2 table",
     );

@@ -155,7 +155,7 @@ fn guest<F: Stage2>(
     vmid: u64,
     windows: &[Window],
 ) -> ! {
-    let mut t = match Table::<F>::try_new_with(Stage2Params { vmid, pa_bits }) {
+    let mut t = match Table::<F>::try_new_with(Stage2Params { vmid, pa_bits, hafdbs: 0 }) {
         Ok(t) => t,
         Err(e) => fail(rep, "stage2_map", format_args!("{} table: {e}", F::NAME)),
     };
