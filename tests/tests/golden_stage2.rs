@@ -717,6 +717,10 @@ fn vtcr_el2_golden_values() {
     // 39-bit IPA: T0SZ = 64 - 39 = 25 = 0x19, SL0 = 0b01 (start level 1)
     // 0x40 -> 0x8005_3559.
     assert_eq!(Stage2Ipa39::vtcr_el2(root, &p), Ok(0x8005_3559));
+    // FEAT_HAFDBS on: HA (bit 21) 0x20_0000 | HD (bit 22) 0x40_0000 ->
+    // 0x8065_3559.
+    let ad = Stage2Params { hafdbs: 1, ..p };
+    assert_eq!(Stage2Ipa39::vtcr_el2(root, &ad), Ok(0x8065_3559));
     // A host with a 40-bit PA (ID_AA64MMFR0_EL1.PARange = 0b0010): PS =
     // 0b010 0x2_0000 -> 0x8002_3559, the value the prototype ran on QEMU.
     let p40 = Stage2Params {
