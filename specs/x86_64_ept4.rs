@@ -250,6 +250,13 @@
             // "Guidelines for Use of the INVEPT Instruction"; Linux KVM's
             // TDP MMU splits huge pages this way).
             split_break_before_make = false;
+            // SDM §29.4.3.1 lists an EPT violation among the operations
+            // that invalidate cached mappings: the guest-physical mappings
+            // used to translate its GPA (and the combined mappings of its
+            // linear address). So after a write fault, making the page
+            // writable needs no INVEPT; another CPU holding the stricter
+            // entry faults, and the handler finds the page writable.
+            fault_invalidates = true;
             page { after = [invept_single_context(EPTP)]; }
             context { after = [invept_single_context(EPTP)]; }
             all { after = [invept_all_context]; }

@@ -421,6 +421,10 @@ pub struct Flush {
     /// Whether replacing a block by a table of smaller leaves needs
     /// break-before-make (absent: it does, the safe answer).
     pub split_break_before_make: Option<Spanned<bool>>,
+    /// Whether a permission fault itself drops the faulting CPU's cached
+    /// translation for the address (EPT violations do), so relaxing the
+    /// entry in the fault handler needs no invalidation.
+    pub fault_invalidates: Option<Spanned<bool>>,
     pub page: Recipe,
     pub context: Recipe,
     pub all: Recipe,
@@ -1704,6 +1708,9 @@ fn flush(node: &Node, errs: &mut Errors) -> Option<Flush> {
     let split_bbm = b
         .one("split_break_before_make", errs)
         .and_then(|n| bool_value(n, errs));
+    let fault_invalidates = b
+        .one("fault_invalidates", errs)
+        .and_then(|n| bool_value(n, errs));
     let page = b
         .required(
             "page",
@@ -1724,6 +1731,7 @@ fn flush(node: &Node, errs: &mut Errors) -> Option<Flush> {
             "page_covers_tables",
             "page_limit",
             "split_break_before_make",
+            "fault_invalidates",
             "page",
             "context",
             "all",
@@ -1736,6 +1744,7 @@ fn flush(node: &Node, errs: &mut Errors) -> Option<Flush> {
         page_covers_tables: covers?,
         page_limit,
         split_break_before_make: split_bbm,
+        fault_invalidates,
         page: page?,
         context: context?,
         all: all?,

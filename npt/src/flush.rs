@@ -118,6 +118,12 @@ pub struct FlushSpec {
     /// Whether replacing a block by a table of smaller leaves needs
     /// break-before-make: invalid entry, invalidation, then the table.
     pub split_break_before_make: bool,
+    /// Whether a permission fault drops the faulting CPU's cached
+    /// translation for the address by itself (EPT: an EPT violation
+    /// invalidates the mappings used to translate its GPA), so the fault
+    /// handler's relaxing of the entry needs no invalidation. Where this
+    /// is false the handler's batch invalidates the page.
+    pub fault_invalidates: bool,
     /// One guest-physical page.
     pub page: Recipe,
     /// Everything of this table's context (EPTP, VMID).
@@ -142,6 +148,7 @@ pub const STUB_FLUSH: FlushSpec = FlushSpec {
     page_covers_tables: false,
     page_limit: 1,
     split_break_before_make: true,
+    fault_invalidates: false,
     page: STUB_RECIPE,
     context: STUB_RECIPE,
     all: STUB_RECIPE,

@@ -231,6 +231,7 @@ pub fn generate(f: &Format) -> TokenStream {
         .split_break_before_make
         .as_ref()
         .is_none_or(|b| b.value);
+    let fault_invalidates = f.flush.fault_invalidates.as_ref().is_some_and(|b| b.value);
     let page_r = recipe(f, &f.flush.page);
     let context_r = recipe(f, &f.flush.context);
     let all_r = recipe(f, &f.flush.all);
@@ -269,6 +270,7 @@ pub fn generate(f: &Format) -> TokenStream {
                 page_covers_tables: #covers,
                 page_limit: #page_limit,
                 split_break_before_make: #split_bbm,
+                fault_invalidates: #fault_invalidates,
                 page: #page_r,
                 context: #context_r,
                 all: #all_r,

@@ -552,6 +552,7 @@ impl ::npt::Format for Toy {
         page_covers_tables: false,
         page_limit: 16usize,
         split_break_before_make: true,
+        fault_invalidates: false,
         page: ::npt::flush::Recipe {
             current: ::core::option::Option::None,
             clear: &[],

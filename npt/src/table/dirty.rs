@@ -27,7 +27,8 @@ use page_table_multiarch::PagingHandler;
 pub enum WriteFault<F: Format> {
     /// A logging fault: the page is marked dirty and writable again; run
     /// the batch (it invalidates the stricter entry the faulting CPU may
-    /// still hold) and resume the guest.
+    /// still hold; empty on EPT, whose violation already dropped it) and
+    /// resume the guest.
     Logged(TlbFlush<F>),
     /// The leaf is not write-protected by logging: a real permission fault
     /// for the hypervisor to handle.
@@ -449,8 +450,11 @@ impl<F: Format, H: PagingHandler> NestedTable<F, H> {
                     Self::write(p, idx, new);
                 }
                 // Written or not (another CPU's stale entry), the faulting
-                // CPU may hold the stricter entry.
-                tf.add_page(At::<F, D>::base(addr));
+                // CPU may hold the stricter entry, unless the fault itself
+                // dropped it (EPT). A split above still gets its batch.
+                if !F::FLUSH.fault_invalidates {
+                    tf.add_page(At::<F, D>::base(addr));
+                }
                 Ok(Some(true))
             }
             Decoded::Leaf(_) => Ok(Some(false)),
