@@ -443,6 +443,20 @@
                 && input_bits <= (4 - start_level) * (granule_shift - 3) + granule_shift + 4;
             reason = "the IPA size and the initial lookup level are inconsistent (AArch64.S2InconsistentSL)";
         }
+        /// Block descriptors exist at levels 1 and 2 with the 4KB granule
+        /// (1 GiB, 2 MiB), and at level 2 only with 16KB (32 MiB) and 64KB
+        /// (512 MiB): a 64 GiB or 4 TiB level-1 block needs 52-bit
+        /// descriptors (FEAT_LPA2, FEAT_LPA), which these formats do not
+        /// use. A variant declaring one fails to compile.
+        require block_sizes {
+            cite = "Arm ARM D8.3, block descriptors: levels 1 and 2 with the 4KB granule, level 2 with 16KB and 64KB (level 1 only with 52-bit OAs)";
+            when = match granule {
+                4K => largest_leaf <= 1G,
+                16K => largest_leaf <= 32M,
+                64K => largest_leaf <= 512M
+            };
+            reason = "the geometry has a block size this granule has only with 52-bit descriptors";
+        }
         /// VTCR_EL2.SL0 = 0b10 (a level-0 start with the 4KB granule) is
         /// reserved on a CPU whose physical address size is below 44 bits.
         require level0_start_pa {

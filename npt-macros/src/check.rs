@@ -941,6 +941,14 @@ pub fn const_env(f: &Format) -> Vec<(&'static str, u64)> {
         ("root_tables", g.root_tables.value),
         ("root_align", g.root_align.value),
         ("granule", g.granule.value),
+        (
+            "largest_leaf",
+            g.levels
+                .iter()
+                .filter_map(|l| l.leaf.as_ref().map(|x| x.value))
+                .max()
+                .unwrap_or(0),
+        ),
     ]
 }
 
