@@ -1,13 +1,14 @@
 //! The model the engine is checked against: a map from each 4 KiB guest
-//! page to its host page and flags, random (or fuzzer-chosen) sequences of
+//! page to its host page and flags, which pages dirty logging write-protects
+//! and which it has seen written, random (or fuzzer-chosen) sequences of
 //! operations, and the outcome each must have. After every step the
-//! table's leaves must equal the model and the table must hold exactly the
-//! frames its leaves need.
+//! table's leaves must equal the model (a logged, clean page reads without
+//! WRITE) and the table must hold exactly the frames its leaves need.
 
 use crate::{fresh, gpa, hpa, leaves, live_frames, Table, R, RW, RWX, RX};
 use npt::flush::Recorder;
 use npt::size::{SIZE_2M, SIZE_4K};
-use npt::{Error, Format, Leaf, MappingFlags as MF};
+use npt::{Error, Format, HugePages, Leaf, MappingFlags as MF, WriteFault};
 use std::collections::BTreeMap;
 
 /// A combination no format maps (two memory types at once).
@@ -121,10 +122,57 @@ pub enum Op {
     Query {
         gpa: usize,
     },
+    /// `start_dirty_log_with`, huge pages split now or on their first fault.
+    StartLog {
+        gpa: usize,
+        size: usize,
+        lazy: bool,
+    },
+    /// A guest write at `gpa`: through a writable entry nothing happens;
+    /// otherwise the hypervisor calls `handle_write_fault_in`.
+    GuestWrite {
+        gpa: usize,
+    },
+    /// `harvest_dirty`: the dirty pages of the range, re-armed.
+    Harvest {
+        gpa: usize,
+        size: usize,
+    },
+    /// `stop_dirty_log`.
+    StopLog {
+        gpa: usize,
+        size: usize,
+    },
 }
 
 /// 4K page -> (hpa, flags).
 pub type Model = BTreeMap<usize, (usize, MF)>;
+
+/// 4K page -> dirty, for the pages dirty logging write-protects (clean:
+/// the table reads them without WRITE) or has seen written (dirty).
+pub type Log = BTreeMap<usize, bool>;
+
+/// What an operation gave, beyond success.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Done,
+    /// A guest write went through without a fault.
+    NoFault,
+    /// A guest write faulted and the handler said so.
+    Fault(bool),
+    /// The pages a harvest reported.
+    Harvested(Vec<usize>),
+}
+
+/// The flags the table shows for a page: without WRITE while logging
+/// keeps it clean.
+fn visible(flags: MF, log: &Log, page: usize) -> MF {
+    if log.get(&page) == Some(&false) {
+        flags - MF::WRITE
+    } else {
+        flags
+    }
+}
 
 const WINDOW: usize = 64 << 20;
 const PAGES: usize = WINDOW / SIZE_4K;
@@ -158,6 +206,46 @@ fn pick_flags(rng: &mut impl Source, legal: &[MF], illegal: MF) -> MF {
 
 fn gen_op(rng: &mut impl Source, leaves: &[Leaf], legal: &[MF], illegal: MF) -> Op {
     let r = rng.below(100);
+    if r >= 80 {
+        // Dirty logging: 20 in 100.
+        return match r {
+            80..=84 => {
+                let (gpa, size) = pick_range(rng, leaves);
+                Op::StartLog {
+                    gpa,
+                    size,
+                    lazy: rng.below(2) == 0,
+                }
+            }
+            85..=95 => {
+                // Mostly where a write faults: a leaf that reads without
+                // WRITE (logged and clean, or mapped read-only).
+                let ro: Vec<&Leaf> = leaves
+                    .iter()
+                    .filter(|l| !l.flags.contains(MF::WRITE))
+                    .collect();
+                let gpa = if !ro.is_empty() && rng.below(3) != 0 {
+                    let l = ro[rng.below(ro.len())];
+                    l.gpa.as_usize() + rng.below(l.size / 8) * 8
+                } else if !leaves.is_empty() && rng.below(2) != 0 {
+                    let l = &leaves[rng.below(leaves.len())];
+                    l.gpa.as_usize() + rng.below(l.size / 8) * 8
+                } else {
+                    rng.below(WINDOW / 8) * 8
+                };
+                Op::GuestWrite { gpa }
+            }
+            96..=98 => {
+                let (gpa, size) = pick_range(rng, leaves);
+                Op::Harvest { gpa, size }
+            }
+            _ => {
+                let (gpa, size) = pick_range(rng, leaves);
+                Op::StopLog { gpa, size }
+            }
+        };
+    }
+    let r = r * 100 / 80;
     if r < 45 {
         let flags = pick_flags(rng, legal, illegal);
         if rng.below(10) < 3 {
@@ -256,6 +344,37 @@ fn predict_rewrite(
 fn predict(
     op: &Op,
     model: &Model,
+    log: &Log,
+    leaves: &BTreeMap<usize, Leaf>,
+    illegal: MF,
+    bbm: bool,
+) -> Result<Outcome, Error> {
+    match *op {
+        Op::StartLog { .. } | Op::StopLog { .. } => return Ok(Outcome::Done),
+        Op::GuestWrite { gpa } => {
+            let page = gpa & !(SIZE_4K - 1);
+            return match model.get(&page) {
+                None => Err(Error::NotMapped { gpa: gpa.into() }),
+                Some((_, f)) if visible(*f, log, page).contains(MF::WRITE) => Ok(Outcome::NoFault),
+                Some(_) => Ok(Outcome::Fault(log.get(&page) == Some(&false))),
+            };
+        }
+        Op::Harvest { gpa, size } => {
+            return Ok(Outcome::Harvested(
+                log.range(gpa..gpa + size)
+                    .filter(|(_, d)| **d)
+                    .map(|(p, _)| *p)
+                    .collect(),
+            ))
+        }
+        _ => {}
+    }
+    predict_plain(op, model, leaves, illegal, bbm).map(|()| Outcome::Done)
+}
+
+fn predict_plain(
+    op: &Op,
+    model: &Model,
     leaves: &BTreeMap<usize, Leaf>,
     illegal: MF,
     bbm: bool,
@@ -287,12 +406,49 @@ fn predict(
             }
             predict_rewrite(model, leaves, gpa, size, bbm.then_some(flags))
         }
+        Op::StartLog { .. } | Op::GuestWrite { .. } | Op::Harvest { .. } | Op::StopLog { .. } => {
+            Ok(())
+        }
     }
 }
 
 /// Runs `op`, with the reason of `IllegalFlags` blanked for comparison.
-fn apply<F: Format>(t: &mut Table<F>, model: &Model, op: &Op) -> Result<(), Error> {
+fn apply<F: Format>(t: &mut Table<F>, model: &Model, log: &Log, op: &Op) -> Result<Outcome, Error> {
     let r = match *op {
+        Op::StartLog { gpa: g, size, lazy } => {
+            let huge = if lazy {
+                HugePages::SplitOnFault
+            } else {
+                HugePages::SplitNow
+            };
+            t.start_dirty_log_with(gpa(g), size, huge, &mut Recorder::default())
+        }
+        Op::GuestWrite { gpa: g } => {
+            if t.query(gpa(g)).is_ok_and(|q| q.flags.contains(MF::WRITE)) {
+                return Ok(Outcome::NoFault);
+            }
+            return match t.handle_write_fault_in(gpa(g), &mut Recorder::default())? {
+                WriteFault::Logged(tf) => {
+                    // A recorder never fails.
+                    let flushed = tf.flush_with(&mut Recorder::default()).is_ok();
+                    assert!(flushed, "the recorder refused a batch");
+                    Ok(Outcome::Fault(true))
+                }
+                WriteFault::NotLogged => Ok(Outcome::Fault(false)),
+            };
+        }
+        Op::Harvest { gpa: g, size } => {
+            let mut bitmap = vec![0u64; (size / SIZE_4K).div_ceil(64)];
+            let tf = t.harvest_dirty(gpa(g), size, &mut bitmap)?;
+            tf.ignore();
+            return Ok(Outcome::Harvested(
+                (0..size / SIZE_4K)
+                    .filter(|i| bitmap[i / 64] >> (i % 64) & 1 == 1)
+                    .map(|i| g + i * SIZE_4K)
+                    .collect(),
+            ));
+        }
+        Op::StopLog { gpa: g, size } => t.stop_dirty_log(gpa(g), size),
         Op::MapScattered {
             gpa: g,
             hpa: h,
@@ -312,9 +468,10 @@ fn apply<F: Format>(t: &mut Table<F>, model: &Model, op: &Op) -> Result<(), Erro
                 let (h, f) = model[&page];
                 assert_eq!(
                     (q.hpa.as_usize(), q.flags),
-                    (h + g - page, f),
+                    (h + g - page, visible(f, log, page)),
                     "query {g:#x}"
                 );
+                Outcome::Done
             });
         }
         Op::Map {
@@ -335,14 +492,59 @@ fn apply<F: Format>(t: &mut Table<F>, model: &Model, op: &Op) -> Result<(), Erro
     match r {
         Ok(tf) => {
             tf.ignore();
-            Ok(())
+            Ok(Outcome::Done)
         }
         Err(Error::IllegalFlags { flags, .. }) => Err(illegal_flags(flags)),
         Err(e) => Err(e),
     }
 }
 
-fn update(model: &mut Model, op: &Op) {
+/// The model after `op` succeeded. `leaves` are the table's leaves
+/// before it (a harvest re-arms only granule-sized writable leaves).
+fn update(model: &mut Model, log: &mut Log, leaves: &BTreeMap<usize, Leaf>, op: &Op) {
+    let small = |p: usize| {
+        leaves
+            .range(..=p)
+            .next_back()
+            .is_some_and(|(_, l)| l.size == SIZE_4K && l.gpa.as_usize() == p)
+    };
+    match *op {
+        Op::StartLog { gpa, size, .. } => {
+            // Every writable page of the range is write-protected and
+            // clean (huge ones split, now or on their first fault).
+            for (p, (_, f)) in model.range(gpa..gpa + size) {
+                if visible(*f, log, *p).contains(MF::WRITE) {
+                    log.insert(*p, false);
+                }
+            }
+            return;
+        }
+        Op::GuestWrite { gpa } => {
+            let page = gpa & !(SIZE_4K - 1);
+            if log.get(&page) == Some(&false) {
+                log.insert(page, true);
+            }
+            return;
+        }
+        Op::Harvest { gpa, size } => {
+            // Reported pages are clean again, and every writable 4 KiB
+            // leaf of the range is write-protected and logged from now on.
+            for (p, (_, f)) in model.range(gpa..gpa + size) {
+                if visible(*f, log, *p).contains(MF::WRITE) && small(*p) {
+                    log.insert(*p, false);
+                }
+            }
+            return;
+        }
+        Op::StopLog { gpa, size } => {
+            let pages: Vec<usize> = log.range(gpa..gpa + size).map(|(p, _)| *p).collect();
+            for p in pages {
+                log.remove(&p);
+            }
+            return;
+        }
+        _ => {}
+    }
     match *op {
         Op::Map {
             gpa,
@@ -371,13 +573,17 @@ fn update(model: &mut Model, op: &Op) {
         Op::Unmap { gpa, size } => {
             for off in (0..size).step_by(SIZE_4K) {
                 model.remove(&(gpa + off));
+                log.remove(&(gpa + off));
             }
         }
+        // `protect` ends logging for what it rewrites.
         Op::Protect { gpa, size, flags } => {
             for off in (0..size).step_by(SIZE_4K) {
                 model.get_mut(&(gpa + off)).unwrap().1 = flags;
+                log.remove(&(gpa + off));
             }
         }
+        Op::StartLog { .. } | Op::GuestWrite { .. } | Op::Harvest { .. } | Op::StopLog { .. } => {}
     }
 }
 
@@ -416,6 +622,9 @@ pub struct Stats {
     pub collapses: usize,
     pub queries: usize,
     pub max_huge: usize,
+    /// Dirty-logging operations that succeeded, and logging faults.
+    pub logs: usize,
+    pub logging_faults: usize,
 }
 
 /// Sequences of 300 operations on a fresh table each; `NPT_MODEL_RUNS`
@@ -436,6 +645,8 @@ pub fn model_test<F: Format>(seed: u64, legal: &[MF], illegal: MF) {
         total.collapses += s.collapses;
         total.queries += s.queries;
         total.max_huge = total.max_huge.max(s.max_huge);
+        total.logs += s.logs;
+        total.logging_faults += s.logging_faults;
     }
     // The runs exercised every operation, both ways, and huge pages.
     let n = runs as usize;
@@ -446,6 +657,7 @@ pub fn model_test<F: Format>(seed: u64, legal: &[MF], illegal: MF) {
     assert!(n < 10 || total.collapses >= 1, "{total:?}");
     assert!(n < 10 || total.queries >= 1, "{total:?}");
     assert!(total.max_huge >= 1, "{total:?}");
+    assert!(n < 10 || total.logging_faults >= 1, "{total:?}");
     println!("{}: {} operations: {total:?}", F::NAME, runs * 300);
 }
 
@@ -455,6 +667,7 @@ pub fn model_test<F: Format>(seed: u64, legal: &[MF], illegal: MF) {
 pub fn run_ops<F: Format>(rng: &mut impl Source, steps: usize, legal: &[MF], illegal: MF) -> Stats {
     let mut t = fresh::<F>();
     let mut model = Model::new();
+    let mut log = Log::new();
     let mut stats = Stats::default();
     for step in 0..steps {
         if rng.exhausted() {
@@ -463,23 +676,28 @@ pub fn run_ops<F: Format>(rng: &mut impl Source, steps: usize, legal: &[MF], ill
         let list = leaves(&t);
         let by_gpa: BTreeMap<usize, Leaf> = list.iter().map(|l| (l.gpa.as_usize(), *l)).collect();
         let op = gen_op(rng, &list, legal, illegal);
-        let want = predict(&op, &model, &by_gpa, illegal, F::LAYOUT.bbm_mask != 0);
-        let got = apply(&mut t, &model, &op);
+        let want = predict(&op, &model, &log, &by_gpa, illegal, F::LAYOUT.bbm_mask != 0);
+        let got = apply(&mut t, &model, &log, &op);
         assert_eq!(got, want, "{}: step {step}: {op:x?}", F::NAME);
+        let ok = got.is_ok();
         match (got, op) {
             (Err(_), _) => stats.refused += 1,
-            (Ok(()), Op::Map { .. }) => stats.maps += 1,
-            (Ok(()), Op::Unmap { .. }) => stats.unmaps += 1,
-            (Ok(()), Op::Protect { .. }) => stats.protects += 1,
-            (Ok(()), Op::MapScattered { .. }) => stats.maps += 1,
-            (Ok(()), Op::Collapse { .. }) => stats.collapses += 1,
-            (Ok(()), Op::Query { .. }) => stats.queries += 1,
+            (Ok(Outcome::Fault(true)), _) => stats.logging_faults += 1,
+            (Ok(_), Op::Map { .. } | Op::MapScattered { .. }) => stats.maps += 1,
+            (Ok(_), Op::Unmap { .. }) => stats.unmaps += 1,
+            (Ok(_), Op::Protect { .. }) => stats.protects += 1,
+            (Ok(_), Op::Collapse { .. }) => stats.collapses += 1,
+            (Ok(_), Op::Query { .. }) => stats.queries += 1,
+            (Ok(_), _) => stats.logs += 1,
         }
-        if got.is_ok() {
-            update(&mut model, &op);
+        if ok {
+            update(&mut model, &mut log, &by_gpa, &op);
         }
         let list = leaves(&t);
-        let expected: Vec<_> = model.iter().map(|(g, (h, f))| (*g, *h, *f)).collect();
+        let expected: Vec<_> = model
+            .iter()
+            .map(|(g, (h, f))| (*g, *h, visible(*f, &log, *g)))
+            .collect();
         assert!(
             expand(&list) == expected,
             "{}: step {step}: leaves differ from the model after {op:x?}",
