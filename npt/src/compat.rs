@@ -64,8 +64,30 @@ fn page_size(size: usize) -> PageSize {
 }
 
 impl<F: Format, H: PagingHandler> PageTable64<F, H> {
+    /// `PageSize` names 4 KiB, 2 MiB, 1 GiB (and 1 MiB) pages only: a
+    /// format with another leaf size (a 16 KiB granule, a 512 GiB
+    /// terapage) cannot be described through this API, and using it with
+    /// one fails to compile here rather than misreport its pages.
+    // Indexing below `levels.len()` at compile time (`get` is not const).
+    #[allow(clippy::indexing_slicing)]
+    const SIZES_FIT: () = {
+        let levels = F::LAYOUT.geometry.levels;
+        let mut i = 0;
+        while i < levels.len() {
+            let l = &levels[i];
+            let size = 1usize << l.shift;
+            assert!(
+                !l.leaf || size == 0x1000 || size == 0x10_0000 || size == 0x20_0000 || size == 0x4000_0000,
+                "npt::compat::PageTable64: the format has a leaf size page_table_multiarch::PageSize cannot name; use npt::NestedTable"
+            );
+            i += 1;
+        }
+    };
+
     /// A table with an empty root and default parameters.
     pub fn try_new() -> PagingResult<Self> {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::SIZES_FIT;
         NestedTable::try_new()
             .map(|inner| PageTable64 { inner })
             .map_err(paging_error)

@@ -20,6 +20,7 @@ fn ui() {
         "dirty",
         "require",
         "variants",
+        "compat",
     ] {
         t.compile_fail(format!("tests/ui/{category}/*.rs"));
     }
