@@ -457,12 +457,20 @@
             };
             reason = "the geometry has a block size this granule has only with 52-bit descriptors";
         }
-        /// VTCR_EL2.SL0 = 0b10 (a level-0 start with the 4KB granule) is
-        /// reserved on a CPU whose physical address size is below 44 bits.
-        require level0_start_pa {
-            cite = "Arm ARM, pseudocode AArch64.S2InvalidSL: TGx 4KB, SL2:SL0 = '010' is invalid when PAMax() < 44";
-            when = start_level != 0 || pa_bits >= 44;
-            reason = "a level-0 initial lookup (SL0 = 2) needs a physical address size (pa_bits) of at least 44 bits";
+        /// The start levels a CPU's physical address size allows
+        /// (AArch64.S2InvalidSL): with the 4KB granule SL0 = 0b10 (level
+        /// 0) needs PAMax of at least 44 bits; with 16KB SL0 = 0b10 (level
+        /// 1) needs 42 and 0b11 (level 0) 52-bit descriptors (FEAT_LPA2),
+        /// which these formats do not use; with 64KB SL0 = 0b10 (level 1)
+        /// needs 44 and 0b11 is reserved.
+        require start_level_pa {
+            cite = "Arm ARM, pseudocode AArch64.S2InvalidSL: 4KB SL0 '10' invalid when PAMax() < 44; 16KB SL0 '10' when PAMax() < 42, '11' without DS; 64KB SL0 '10' when PAMax() < 44, '11' always";
+            when = match granule {
+                4K => start_level != 0 || pa_bits >= 44,
+                16K => start_level >= 1 && (start_level != 1 || pa_bits >= 42),
+                64K => start_level >= 1 && (start_level != 1 || pa_bits >= 44)
+            };
+            reason = "the initial lookup level needs a wider physical address size (pa_bits) than this host's, or 52-bit descriptors (AArch64.S2InvalidSL)";
         }
         /// An IPA wider than the physical address size: the walk would
         /// fault (Linux KVM refuses such VMs).

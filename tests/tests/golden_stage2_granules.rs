@@ -209,3 +209,38 @@ fn ipa48_16k_and_64k() {
         })
     ));
 }
+
+/// AArch64.S2InvalidSL with the bigger granules: a level-1 start (SL0 =
+/// 0b10) needs PAMax of at least 42 bits with 16KB and 44 with 64KB, so
+/// those hosts refuse the 48-bit-IPA tables by that rule (before the IPA
+/// is found wider than the PA).
+#[test]
+fn level1_start_needs_the_pa_size() {
+    use npt::aarch64::{Stage2Ipa48G16, Stage2Ipa48G64};
+    let p = |pa_bits| Stage2Params {
+        vmid: 1,
+        pa_bits,
+        hafdbs: 0,
+    };
+    let root = Hpa::from(ROOT);
+    let rule = |r: Result<u64, Error>| match r {
+        Err(Error::Requirement { rule, .. }) => rule,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        rule(Stage2Ipa48G16::vtcr_el2(root, &p(40))),
+        "start_level_pa"
+    );
+    assert_eq!(
+        rule(Stage2Ipa48G16::vtcr_el2(root, &p(42))),
+        "ipa_within_pa"
+    );
+    assert_eq!(
+        rule(Stage2Ipa48G64::vtcr_el2(root, &p(42))),
+        "start_level_pa"
+    );
+    assert_eq!(
+        rule(Stage2Ipa48G64::vtcr_el2(root, &p(44))),
+        "ipa_within_pa"
+    );
+}

@@ -151,16 +151,16 @@ fn host_pa_size_requirements() {
     for pa_bits in [40, 42] {
         assert_eq!(
             rule(Table::<Stage2Ipa44>::try_new_with(params(1, pa_bits))),
-            "level0_start_pa"
+            "start_level_pa"
         );
         assert_eq!(
             rule(Table::<Stage2Ipa48>::try_new_with(params(1, pa_bits))),
-            "level0_start_pa"
+            "start_level_pa"
         );
         assert!(matches!(
             Stage2Ipa44::vtcr_el2(Hpa::from(ROOT), &params(1, pa_bits)),
             Err(Error::Requirement {
-                rule: "level0_start_pa",
+                rule: "start_level_pa",
                 ..
             })
         ));
