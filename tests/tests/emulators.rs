@@ -113,9 +113,11 @@ const AARCH64: Hypervisor = Hypervisor {
             "granule_64k",
             "granule_16k_ipa48",
             "granule_64k_ipa48",
-            // FEAT_HAFDBS (max only).
+            // FEAT_HAFDBS and FEAT_VHE (max only).
             "hw_dirty_log",
             "hw_young",
+            "vhe_tge_control",
+            "vhe_remap_flush",
         ],
     ],
     qemu_bugs: &[],

@@ -358,6 +358,7 @@ extern "C" fn hv_main() -> ! {
     let pa48 = host_pa_bits() >= 48;
     big_granule::<Stage2Ipa48G16>(&mut rep, 8, "granule_16k_ipa48", s2_16k && pa48);
     big_granule::<Stage2Ipa48G64>(&mut rep, 9, "granule_64k_ipa48", s2_64k && pa48);
+    vhe(&mut rep);
 
     scenarios::frames_freed(&mut rep, "every table");
     rep.done();
@@ -766,6 +767,149 @@ fn big_granule<F: Format<Params = Stage2Params>>(
             hi + 0x40,
             hi + 0x48,
             expect::<El2>(hole_want)
+        ),
+    );
+    drop(t);
+}
+
+/// HCR_EL2 for a VHE host (Arm ARM D19.2): E2H (bit 34) and TGE (bit 27),
+/// with RW (bit 31) and VM (bit 0) for the guest; the guest runs with TGE
+/// clear.
+const HCR_E2H: u64 = 1 << 34;
+const HCR_TGE: u64 = 1 << 27;
+const HCR_GUEST: u64 = (1 << 31) | 1;
+/// CPTR_EL2 with E2H = 1 has CPACR_EL1's layout: FPEN (bits 21:20) = 0b11
+/// leaves FP/SIMD untrapped at EL2.
+const CPTR_VHE: u64 = 3 << 20;
+/// CPTR_EL2 with E2H = 0 (as boot.s sets it).
+const CPTR_NVHE: u64 = 0x33ff;
+/// The VHE phase's frames.
+const H_VHE: [usize; 3] = [0x4405_0000, 0x4405_1000, 0x4405_2000];
+
+/// Switches between the non-VHE hypervisor and a VHE host (E2H = 1, TGE =
+/// 1 while the host runs). CPTR_EL2 changes layout with E2H, so it is
+/// rewritten in the same breath, before any FP use.
+fn set_vhe(on: bool) {
+    let (hcr, cptr) = if on {
+        (HCR_E2H | HCR_TGE | HCR_GUEST, CPTR_VHE)
+    } else {
+        (HCR_GUEST, CPTR_NVHE)
+    };
+    // SAFETY: the hypervisor owns HCR_EL2 and CPTR_EL2; nothing between the
+    // two writes uses FP/SIMD.
+    unsafe {
+        asm!(
+            "msr hcr_el2, {h}",
+            "isb",
+            "msr cptr_el2, {c}",
+            "isb",
+            h = in(reg) hcr,
+            c = in(reg) cptr,
+            options(nostack)
+        )
+    };
+}
+
+/// A guest load under the VHE host: TGE cleared for the guest's run (the
+/// EL1&0 regime exists only then) and set again on the way back.
+fn vhe_load(gpa: u64) -> Result<u64, Exit> {
+    msr!("hcr_el2", HCR_E2H | HCR_GUEST);
+    let r = El2.load(gpa);
+    msr!("hcr_el2", HCR_E2H | HCR_TGE | HCR_GUEST);
+    r
+}
+
+/// Runs a batch on the host's instructions but ignores the recipe's
+/// `clear = [HCR_EL2_TGE]`: the negative control of `vhe_remap_flush`.
+struct KeepTge;
+
+impl FlushExecutor for KeepTge {
+    fn execute(&mut self, op: Issued) -> Result<(), FlushError> {
+        Host.execute(op)
+    }
+
+    fn switch_context(
+        &mut self,
+        reg: ContextRegister,
+        value: u64,
+    ) -> Result<Option<u64>, FlushError> {
+        match reg {
+            ContextRegister::HcrEl2Tge => Ok(None),
+            _ => Host.switch_context(reg, value),
+        }
+    }
+
+    fn restore_context(&mut self, reg: ContextRegister, old: u64) -> Result<(), FlushError> {
+        Host.restore_context(reg, old)
+    }
+}
+
+/// 11. A VHE host (FEAT_VHE, `-cpu max`; HCR_EL2.E2H = 1, TGE = 1 outside
+///     the guest), table Stage2Ipa39 VMID 10. With E2H and TGE set, TLBI
+///     VMALLE1IS acts on the host's EL2&0 regime, not the guest's EL1&0
+///     (Arm ARM, TLBI VMALLE1IS), and TLBI IPAS2E1IS drops stage-2 entries
+///     only, so the guest's cached stage-1+2 entry survives a remap whose
+///     recipe leaves TGE set: `vhe_tge_control` must see the old frame.
+///     npt's recipe clears TGE around its TLBIs (`clear = [HCR_EL2_TGE]`),
+///     so after it the guest sees the new frame (`vhe_remap_flush`), and
+///     TGE is set again.
+fn vhe(rep: &mut Report) {
+    if (mrs!("id_aa64mmfr1_el1") >> 8) & 0xf == 0 {
+        println!("INFO vhe skipped: ID_AA64MMFR1_EL1.VH is 0 (no FEAT_VHE)");
+        return;
+    }
+    let mut t = ok(
+        Table::<Stage2Ipa39>::try_new_with(Stage2Params {
+            vmid: 10,
+            pa_bits: host_pa_bits(),
+            hafdbs: 0,
+        }),
+        "a VHE stage-2 table",
+    );
+    let g = L.g_ram;
+    for (gpa, hpa, flags, what) in [
+        (L.g_code, code_hpa(), RX, "code"),
+        (g, H_VHE[0], RW, "the remapped page"),
+    ] {
+        ok(
+            t.map(Gpa::from(gpa as usize), Hpa::from(hpa), SIZE_4K, flags),
+            what,
+        )
+        .ignore();
+    }
+    fill_frames(&H_VHE);
+    let vtcr = ok(
+        Stage2Ipa39::vtcr_el2(t.root_paddr(), t.params()),
+        "VTCR_EL2",
+    );
+    load_stage2(t.root_register(), vtcr);
+    let fl = host_flush::all::<Stage2Ipa39>(&VTTBR);
+    let [a, b, c] = H_VHE.map(|h| pattern(h, 0));
+
+    set_vhe(true);
+    let hcr_host = mrs!("hcr_el2");
+    let warm = vhe_load(g);
+    let tf = remap_page(&mut t, g, H_VHE[1]);
+    let kept = tf.flush_with(&mut KeepTge).map_err(|u| u.error);
+    let stale = vhe_load(g);
+    let tf = remap_page(&mut t, g, H_VHE[2]);
+    let flushed = tf.flush().map_err(|u| u.error);
+    let hcr_after = mrs!("hcr_el2");
+    let fresh = vhe_load(g);
+    set_vhe(false);
+
+    rep.verdict(
+        "vhe_tge_control",
+        fl.ok() && warm == Ok(a) && kept.is_ok() && stale == Ok(a),
+        format_args!(
+            "HCR_EL2={hcr_host:#x} (E2H, TGE); before={warm:x?} (A {a:#x}); remap to B, npt's page recipe with TGE left set: {kept:?}; guest load -> {stale:x?} (want the stale A: VMALLE1IS hit EL2&0)"
+        ),
+    );
+    rep.verdict(
+        "vhe_remap_flush",
+        flushed.is_ok() && hcr_after == hcr_host && fresh == Ok(c),
+        format_args!(
+            "remap to C, TlbFlush::flush() (TGE cleared around the TLBIs): {flushed:?}; HCR_EL2 after={hcr_after:#x} (want {hcr_host:#x}); guest load -> {fresh:x?} (want C {c:#x}, not B {b:#x})"
         ),
     );
     drop(t);
