@@ -143,8 +143,10 @@ pub fn hw_dirty_log<A: Hv, F: Format>(
     let g = base + (0x30 * SIZE_4K) as u64;
     let e = hv.store(g, 0x5709);
     fl.observe();
-    let stopped =
-        stop_scope == stop_want && done::<A>(&e) && rd(h_base + 0x30 * SIZE_4K) == 0x5709 && fl.ok();
+    let stopped = stop_scope == stop_want
+        && done::<A>(&e)
+        && rd(h_base + 0x30 * SIZE_4K) == 0x5709
+        && fl.ok();
     let want = [0x1, 0x2, 0x5, read_page, 0x100, 0x1ff];
     rep.verdict(
         "hw_young",
