@@ -1176,27 +1176,8 @@ fn check_dirty_log_bit(f: &Format, errs: &mut Errors) {
         return;
     };
     let mask = 1u64 << flag.bit.value;
-    let used_by_mapping = f
-        .permissions
-        .mappings
-        .iter()
-        .filter_map(|m| f.mapping_mask(m))
-        .any(|m| m & mask != 0);
-    let d = &f.descriptors;
-    let mut kinds = vec![&d.table, &d.page];
-    if let Some(b) = &d.block {
-        kinds.push(b);
-    }
-    let used_by_kind = std::iter::once(&d.present)
-        .chain(kinds.iter().map(|k| &k.is))
-        .filter_map(|p| f.pred_mask(p))
-        .chain(
-            kinds
-                .iter()
-                .filter_map(|k| f.assigns_bits(&k.set).map(|(m, _)| m)),
-        )
-        .any(|m| m & mask != 0);
-    if used_by_mapping || used_by_kind {
+    let used = f.mapping_bits() | f.predicate_bits() | f.kind_set_bits();
+    if used & mask != 0 {
         errs.error(
             name.span(),
             format!("`{name}` is used to encode mappings or descriptors; `dirty_log_bit` must be a bit the manual leaves to software"),
@@ -1212,21 +1193,10 @@ fn check_hardware_dirty(f: &Format, errs: &mut Errors) {
     let Some(hw) = &f.hardware_dirty else {
         return;
     };
-    let d = &f.descriptors;
-    let mut used = f
-        .permissions
-        .mappings
-        .iter()
-        .filter_map(|m| f.mapping_mask(m))
-        .fold(0u64, |a, b| a | b);
-    let mut kinds = vec![&d.present, &d.table.is, &d.page.is];
-    if let Some(b) = &d.block {
-        kinds.push(&b.is);
-    }
-    used |= kinds
-        .into_iter()
-        .filter_map(|p| f.pred_mask(p))
-        .fold(0, |a, b| a | b);
+    // Bits in a kind's `set` are allowed (npt writes Arm's AF = 1 and the
+    // CPU may set it again after a clear); predicates and mappings must not
+    // read what the CPU changes.
+    let used = f.mapping_bits() | f.predicate_bits();
     let second = hw
         .dirty
         .as_ref()

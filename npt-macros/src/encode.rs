@@ -165,6 +165,41 @@ impl Format {
         bits.filter(|b| *b != 0)
     }
 
+    /// Every bit any `map` row may assign.
+    pub fn mapping_bits(&self) -> u64 {
+        self.permissions
+            .mappings
+            .iter()
+            .filter_map(|m| self.mapping_mask(m))
+            .fold(0, |a, b| a | b)
+    }
+
+    /// Every bit the descriptor predicates read: `present` and each kind's
+    /// `is`.
+    pub fn predicate_bits(&self) -> u64 {
+        let d = &self.descriptors;
+        [
+            Some(&d.present),
+            Some(&d.table.is),
+            Some(&d.page.is),
+            d.block.as_ref().map(|b| &b.is),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|p| self.pred_mask(p))
+        .fold(0, |a, b| a | b)
+    }
+
+    /// Every bit the descriptor kinds' `set` lists write.
+    pub fn kind_set_bits(&self) -> u64 {
+        let d = &self.descriptors;
+        [Some(&d.table), Some(&d.page), d.block.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.assigns_bits(&k.set).map(|(m, _)| m))
+            .fold(0, |a, b| a | b)
+    }
+
     /// Every bit any mapping row may assign, per mapping.
     pub fn mapping_mask(&self, m: &Mapping) -> Option<u64> {
         let mut mask = 0;

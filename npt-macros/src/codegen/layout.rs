@@ -136,12 +136,7 @@ pub fn generate(f: &Format) -> TokenStream {
             unless: ::core::option::Option::None,
         })),
     });
-    let attr_mask_value = f
-        .permissions
-        .mappings
-        .iter()
-        .filter_map(|m| f.mapping_mask(m))
-        .fold(0u64, |a, b| a | b);
+    let attr_mask_value = f.mapping_bits();
     let attr_mask = hex(attr_mask_value);
     let bbm_mask = hex(f
         .descriptors
