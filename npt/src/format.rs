@@ -506,8 +506,9 @@ pub trait Format: 'static + Send + Sync {
         params: &Self::Params,
     ) -> Result<u64, Error>;
 
-    /// Whether the CPU sets `LAYOUT.hw_accessed` and `hw_dirty` in tables
-    /// made with `params` (EPT: EPTP bit 6, the `ad` param).
+    /// Whether the CPU tracks the accessed and dirty state the layout
+    /// describes (`hw_accessed`, and `hw_dirty` or `hw_clean`) in tables
+    /// made with `params` (EPT: EPTP bit 6, the `ad` param; Arm: `hafdbs`).
     fn hardware_dirty(params: &Self::Params) -> bool {
         let _ = params;
         false
